@@ -1,0 +1,64 @@
+"""The ``<mtp>`` mask token: adding it to a model/tokenizer pair and finding it again later.
+
+METHOD.md section 1: one new special token is appended to the vocabulary (a few more ids are reserved so
+later variants need no second resize), the embedding and unembedding matrices are resized with mean
+initialisation, and the mask id travels with the saved checkpoint in ``config`` and ``generation_config``
+under the key :data:`CONFIG_KEY`, so a decoder finds it without being told.
+"""
+
+from __future__ import annotations
+
+MASK_TOKEN = "<mtp>"
+CONFIG_KEY = "mtp_mask_token_id"
+
+
+def reserved_mask_tokens(num_reserved: int) -> list[str]:
+    """``["<mtp>", "<mtp_1>", ..., "<mtp_{n-1}>"]``: the first is the mask used, the rest are reserved."""
+    if num_reserved < 1:
+        raise ValueError(f"num_reserved must be >= 1, got {num_reserved}")
+    return [MASK_TOKEN] + [f"<mtp_{i}>" for i in range(1, num_reserved)]
+
+
+def add_mask_token(model, tokenizer, *, num_reserved: int = 4, pad_to_multiple_of: int | None = None) -> int:
+    """Add ``<mtp>`` (+ reserved ids) to ``tokenizer``, resize ``model``'s embeddings, record the id.
+
+    Idempotent: a model/tokenizer that already carry the mask token are left as they are. The new embedding
+    rows get ``transformers``' mean/covariance initialisation (``mean_resizing=True``).
+
+    Returns:
+        The mask token id.
+    """
+    existing = mask_token_id_from(model)
+    if existing is not None:
+        if tokenizer.convert_tokens_to_ids(MASK_TOKEN) != existing:
+            raise ValueError(
+                f"model config says the mask id is {existing} but the tokenizer maps {MASK_TOKEN!r} to "
+                f"{tokenizer.convert_tokens_to_ids(MASK_TOKEN)}: model and tokenizer do not belong together"
+            )
+        return existing
+    tokenizer.add_special_tokens({"additional_special_tokens": reserved_mask_tokens(num_reserved)},
+                                 replace_extra_special_tokens=False)
+    mask_id = tokenizer.convert_tokens_to_ids(MASK_TOKEN)
+    new_size = max(len(tokenizer), model.get_input_embeddings().weight.shape[0])
+    model.resize_token_embeddings(new_size, pad_to_multiple_of=pad_to_multiple_of, mean_resizing=True)
+    set_mask_token_id(model, mask_id)
+    return mask_id
+
+
+def set_mask_token_id(model, mask_token_id: int) -> None:
+    """Record the mask id in ``model.config`` and ``model.generation_config`` (both are saved with it)."""
+    vocab = model.get_input_embeddings().weight.shape[0]
+    if not 0 <= mask_token_id < vocab:
+        raise ValueError(f"mask token id {mask_token_id} is outside the embedding matrix (size {vocab})")
+    setattr(model.config, CONFIG_KEY, int(mask_token_id))
+    if getattr(model, "generation_config", None) is not None:
+        setattr(model.generation_config, CONFIG_KEY, int(mask_token_id))
+
+
+def mask_token_id_from(model) -> int | None:
+    """The mask id stored in the model's config or generation config, or ``None`` if it has none."""
+    for cfg in (getattr(model, "config", None), getattr(model, "generation_config", None)):
+        value = getattr(cfg, CONFIG_KEY, None) if cfg is not None else None
+        if value is not None:
+            return int(value)
+    return None
