@@ -1,0 +1,61 @@
+"""Where a number came from: the command, commit, hardware and library versions, written beside results."""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+from selfdistill.paths import REPO_ROOT
+
+
+def git_commit(repo: Path = REPO_ROOT) -> str:
+    """The checkout's HEAD commit, suffixed ``+dirty`` when tracked files differ from it ("unknown" outside git)."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True,
+                              check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo,
+                               capture_output=True, text=True, check=True).stdout.strip()
+        return head + ("+dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def hardware() -> str:
+    """A one-line description: CPU model and core count, plus the GPU name when CUDA is in use."""
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    desc = f"{cpu}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}"
+    if torch.cuda.is_available():
+        desc += f", GPU {torch.cuda.get_device_name(0)} x{torch.cuda.device_count()}"
+    return desc
+
+
+def versions() -> dict[str, str]:
+    import importlib.metadata as md
+
+    out = {"python": platform.python_version()}
+    for pkg in ("torch", "transformers", "trl", "accelerate", "datasets", "lm_eval"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            pass
+    return out
+
+
+def provenance(argv: list[str] | None = None) -> dict:
+    """Everything needed to reproduce a result: command line, commit, hardware, versions, UTC time."""
+    argv = sys.argv if argv is None else argv
+    return {"command": " ".join(["python", *argv]), "commit": git_commit(), "hardware": hardware(),
+            "versions": versions(), "time_utc": datetime.now(timezone.utc).isoformat(timespec="seconds")}
