@@ -5,12 +5,14 @@ distillation trainer, the decoder sweeps, the lm-eval tasks) renders them throug
 formats cannot drift apart.
 
 Families (``row["task"]``):
-- ``gsm8k``: zero-shot ``"Question: {q}\\nAnswer:"`` followed by the GSM8K solution (ending ``#### N``);
-  few-shot: the standard 8 chain-of-thought exemplars in ``"Q: ...\\nA: ... The answer is N."`` form.
+- ``gsm8k``: zero-shot ``"Question: {q}\\nAnswer:"`` followed by the GSM8K solution (ending ``#### N``; lm-eval's
+  ``gsm8k`` format); few-shot: the standard 8 chain-of-thought exemplars in ``"Q: ...\\nA: ... The answer is N."``
+  form, byte-for-byte lm-eval 0.4.13's ``gsm8k_cot`` prompt.
 - ``metamathqa`` and ``synth_gsm``: the paper's plain ``"{query}\\n\\n{response}"``, response ending
   ``The answer is: N``.
 - ``bbh`` and ``synth_bbh``: BBH's own ``"Q: {input}\\nA: Let's think step by step.\\n"``; few-shot prepends the
-  task's 3-shot CoT prompt from ``cot-prompts/{subtask}.txt``.
+  task's description and 3-shot CoT prompt from ``cot-prompts/{subtask}.txt`` (canary dropped), byte-for-byte
+  lm-eval 0.4.13's ``bbh_cot_fewshot`` prompt.
 """
 
 from __future__ import annotations
@@ -37,12 +39,17 @@ def _family(task: str) -> str:
 
 
 def bbh_fewshot_header(cot_prompt_text: str) -> str:
-    """The 3-shot part of a BBH ``cot-prompts/*.txt`` file, without the canary line and task description."""
+    """The task description and 3-shot part of a BBH ``cot-prompts/*.txt`` file, without the canary line.
+
+    Equals lm-eval 0.4.13's ``bbh_cot_fewshot`` prefix (description, 3 exemplars, ``"\\n\\n"`` after each).
+    """
     if BBH_CANARY_SEPARATOR in cot_prompt_text:
         cot_prompt_text = cot_prompt_text.split(BBH_CANARY_SEPARATOR, 1)[1]
-    lines = cot_prompt_text.strip("\n").split("\n")
-    # First line is the one-sentence task description, kept as BBH's reference prompts keep it.
-    return "\n".join(lines).strip() + "\n\n"
+    # sports_understanding.txt writes "A: Let's think step by step. <reasoning>" on one line; every other file
+    # (and lm-eval's bbh_cot_fewshot, for all 27) breaks the line after the trigger. Follow lm-eval.
+    text = cot_prompt_text.replace(BBH_COT_TRIGGER.rstrip("\n") + " ", BBH_COT_TRIGGER)
+    # The first line is the one-sentence task description, kept as BBH's reference prompts (and lm-eval) keep it.
+    return text.strip() + "\n\n"
 
 
 def render_prompt(row: dict, *, style: str = "zero_shot", fewshot_prefix: str = "") -> str:
