@@ -11,26 +11,38 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-ASSET_DIR = Path(__file__).resolve().parent / "assets" / "tiny_teacher"
-#: A model name the entry points accept in place of a path, resolved by :func:`resolve_model_path`.
+ASSETS = Path(__file__).resolve().parent / "assets"
+ASSET_DIR = ASSETS / "tiny_teacher"
+STUDENT_ASSET_DIR = ASSETS / "tiny_student"
+#: Model names the entry points accept in place of a path, resolved by :func:`resolve_model_path`.
 TINY_TEACHER_ALIAS = "tiny-teacher"
+TINY_STUDENT_ALIAS = "tiny-student"
 
 EOS_TOKEN = "<|endoftext|>"
 PAD_TOKEN = "<|pad|>"
 
 
+def _shipped(directory: Path, how_to_rebuild: str) -> Path:
+    if not (directory / "config.json").is_file():
+        raise FileNotFoundError(f"the checkpoint is missing from {directory}; rebuild it with `{how_to_rebuild}`")
+    return directory
+
+
 def teacher_path() -> Path:
-    """Directory of the shipped tiny teacher checkpoint (raises if the package was built without it)."""
-    if not (ASSET_DIR / "config.json").is_file():
-        raise FileNotFoundError(
-            f"the tiny teacher checkpoint is missing from {ASSET_DIR}; rebuild it with "
-            "`python scripts/pretrain_tiny.py` (see README)")
-    return ASSET_DIR
+    """Directory of the shipped tiny teacher checkpoint (the pretrained model, no mask token)."""
+    return _shipped(ASSET_DIR, "python scripts/pretrain_tiny.py")
+
+
+def student_path() -> Path:
+    """Directory of the shipped distilled tiny student (the teacher after ``configs/tiny.yaml``)."""
+    return _shipped(STUDENT_ASSET_DIR, "accelerate launch scripts/online_distill.py --config configs/tiny.yaml "
+                                       "--output_dir selfdistill/assets/tiny_student")
 
 
 def resolve_model_path(name_or_path: str) -> str:
-    """``"tiny-teacher"`` -> the shipped checkpoint's path; anything else is returned unchanged."""
-    return str(teacher_path()) if name_or_path == TINY_TEACHER_ALIAS else name_or_path
+    """``"tiny-teacher"`` / ``"tiny-student"`` -> the shipped checkpoints' paths; anything else unchanged."""
+    aliases = {TINY_TEACHER_ALIAS: teacher_path, TINY_STUDENT_ALIAS: student_path}
+    return str(aliases[name_or_path]()) if name_or_path in aliases else name_or_path
 
 
 @dataclass(frozen=True, kw_only=True)
