@@ -2,6 +2,7 @@
 
     python scripts/pretrain_tiny.py                                   # the shipped checkpoint's recipe
     python scripts/pretrain_tiny.py --max_steps 50 --output_dir /tmp/t  # a quick smoke run
+    python scripts/pretrain_tiny.py --init_from selfdistill/assets/tiny_teacher --seed 1 ...  # continue training
 
 Writes an ordinary Hugging Face checkpoint (``model.safetensors``, ``config.json``, ``tokenizer.json``...)
 plus ``pretrain_record.json`` (command, seed, wall time, hardware, final loss) into ``--output_dir``
@@ -18,7 +19,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-from transformers import DataCollatorForSeq2Seq, HfArgumentParser, Trainer, TrainingArguments
+from transformers import (AutoModelForCausalLM, AutoTokenizer, DataCollatorForSeq2Seq, HfArgumentParser, Trainer,
+                          TrainingArguments)
 
 from selfdistill.prompts import render_training_text
 from selfdistill.provenance import provenance
@@ -40,6 +42,7 @@ class PretrainConfig:
     num_layers: int = 4
     intermediate_size: int = 704
     vocab_size: int = 1024
+    init_from: str = field(default="", metadata={"help": "continue from this checkpoint (its tokenizer is kept)"})
 
 
 def tokenize_rows(rows, tokenizer, *, max_length: int) -> list[dict]:
@@ -63,10 +66,18 @@ def main(cfg: PretrainConfig) -> Path:
     shape = TinyModelShape(vocab_size=cfg.vocab_size, hidden_size=cfg.hidden_size, num_layers=cfg.num_layers,
                            intermediate_size=cfg.intermediate_size)
     rows = synthetic_dataset("train", n_per_subtask=cfg.n_per_subtask, seed=cfg.seed)
-    tokenizer = train_tokenizer((p + t for p, t in map(render_training_text, rows)), vocab_size=shape.vocab_size)
+    earlier_stages = []
+    if cfg.init_from:
+        tokenizer = AutoTokenizer.from_pretrained(cfg.init_from)
+        model = AutoModelForCausalLM.from_pretrained(cfg.init_from, dtype=torch.float32)
+        earlier = json.loads((Path(cfg.init_from) / "pretrain_record.json").read_text())
+        earlier_stages = earlier.pop("earlier_stages", []) + [earlier]
+    else:
+        tokenizer = train_tokenizer((p + t for p, t in map(render_training_text, rows)),
+                                    vocab_size=shape.vocab_size)
+        model = build_tiny_llama(shape, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+                                 seed=cfg.seed)
     train = tokenize_rows(rows, tokenizer, max_length=shape.max_positions)
-    model = build_tiny_llama(shape, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
-                             seed=cfg.seed)
     print(f"tiny teacher: {sum(p.numel() for p in model.parameters()):,} parameters, {len(train):,} rows")
 
     args = TrainingArguments(
@@ -92,9 +103,11 @@ def main(cfg: PretrainConfig) -> Path:
         "final_train_loss": result.training_loss,
         "loss_history": [h for h in trainer.state.log_history if "loss" in h],
         "wall_time_s": round(time.time() - started, 1),
+        "total_wall_time_s": round(time.time() - started + sum(e["wall_time_s"] for e in earlier_stages), 1),
+        "earlier_stages": earlier_stages,
     }
     (out / "pretrain_record.json").write_text(json.dumps(record, indent=1))
-    print(json.dumps({k: v for k, v in record.items() if k != "loss_history"}, indent=1))
+    print(json.dumps({k: v for k, v in record.items() if k not in ("loss_history", "earlier_stages")}, indent=1))
     return out
 
 
