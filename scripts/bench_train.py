@@ -1,0 +1,140 @@
+"""Cost of one online-distillation step vs one plain next-token SFT step, same model, same batch, one run.
+
+The distillation step is a student forward+backward plus a teacher forward over the same S slots, so its floor is
+about 4/3 of an SFT step (forward ~1/3, backward ~2/3 of a training step). Each mode runs in its own spawned
+process so its peak memory is its own: CUDA ``max_memory_allocated``, or on CPU the process's peak RSS.
+
+    python scripts/bench_train.py                                   # small random Llama on CPU
+    python scripts/bench_train.py --hidden_size 1024 --num_layers 8 --batch_size 16 --device cuda
+
+Writes ``results/bench_train/<timestamp>.json`` and ``.md`` with the command and hardware.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import platform
+import resource
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+MODES = ("sft", "distill")
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--arch", default="llama", choices=("llama", "qwen3"))
+    p.add_argument("--vocab_size", type=int, default=4096)
+    p.add_argument("--hidden_size", type=int, default=256)
+    p.add_argument("--num_layers", type=int, default=4)
+    p.add_argument("--batch_size", type=int, default=8)
+    p.add_argument("--seq_len", type=int, default=160)
+    p.add_argument("--num_regions", type=int, default=5)
+    p.add_argument("--k", type=int, default=4)
+    p.add_argument("--steps", type=int, default=5)
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--attn_implementation", default="sdpa", choices=("sdpa", "eager"))
+    p.add_argument("--out", default="results/bench_train")
+    args = p.parse_args(argv)
+    if args.steps < 1 or args.warmup < 0:
+        p.error("--steps must be >= 1 and --warmup >= 0")
+    return args
+
+
+def _measure(mode: str, args: argparse.Namespace, queue) -> None:
+    import torch
+
+    from selfdistill.distill_step import distill_step
+    from selfdistill.distill_trainer import frozen_teacher
+    from selfdistill.layout import build_layout
+    from selfdistill.testing import tiny_model
+
+    device = torch.device(args.device)
+    model = tiny_model(args.arch, attn_implementation=args.attn_implementation, dtype=torch.float32,
+                       vocab_size=args.vocab_size, hidden_size=args.hidden_size, num_layers=args.num_layers,
+                       num_heads=max(1, args.hidden_size // 64), num_kv_heads=max(1, args.hidden_size // 128),
+                       max_positions=args.seq_len + 8).to(device).train()
+    teacher = frozen_teacher(model).to(device) if mode == "distill" else None
+    mask_id = args.vocab_size - 1
+    layout = build_layout(args.seq_len, args.k, args.num_regions)
+    gen = torch.Generator().manual_seed(0)
+    raw = torch.randint(0, args.vocab_size - 2, (args.batch_size, args.seq_len + 1), generator=gen).to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-5)
+
+    def step():
+        if mode == "sft":
+            loss = model(input_ids=raw[:, :-1], labels=raw[:, :-1]).loss
+        else:
+            loss = distill_step(model, teacher, raw, layout=layout, mask_token_id=mask_id).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    for _ in range(args.warmup):
+        step()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    sync()
+    t0 = time.perf_counter()
+    for _ in range(args.steps):
+        step()
+    sync()
+    seconds = (time.perf_counter() - t0) / args.steps
+    if device.type == "cuda":
+        peak = torch.cuda.max_memory_allocated() / 2**20
+    else:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB -> MiB
+    queue.put({"mode": mode, "seconds_per_step": seconds, "peak_memory_mib": peak,
+               "params_m": sum(p.numel() for p in model.parameters()) / 1e6})
+
+
+def hardware(device: str) -> str:
+    import torch
+
+    if device == "cuda":
+        return f"{torch.cuda.get_device_name(0)}, torch {torch.__version__}"
+    return f"CPU {platform.processor() or platform.machine()} x{torch.get_num_threads()} threads, torch {torch.__version__}"
+
+
+def main(args: argparse.Namespace) -> dict:
+    import torch
+
+    if args.device == "auto":
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
+    ctx = mp.get_context("spawn")
+    results = {}
+    for mode in MODES:
+        queue = ctx.Queue()
+        proc = ctx.Process(target=_measure, args=(mode, args, queue))
+        proc.start()
+        results[mode] = queue.get()
+        proc.join()
+    ratio_t = results["distill"]["seconds_per_step"] / results["sft"]["seconds_per_step"]
+    ratio_m = results["distill"]["peak_memory_mib"] / results["sft"]["peak_memory_mib"]
+    memory_kind = "CUDA max_memory_allocated" if args.device == "cuda" else "process peak RSS"
+    record = {"command": " ".join([sys.executable] + sys.argv), "hardware": hardware(args.device),
+              "utc": datetime.now(timezone.utc).isoformat(timespec="seconds"), "settings": vars(args),
+              "results": results, "time_ratio_distill_over_sft": ratio_t, "memory_ratio_distill_over_sft": ratio_m,
+              "memory_kind": memory_kind}
+    lines = [f"| mode | s/step | peak MiB ({memory_kind}) |", "|---|---|---|"]
+    lines += [f"| {m} | {results[m]['seconds_per_step']:.4f} | {results[m]['peak_memory_mib']:.0f} |" for m in MODES]
+    lines += ["", f"distill/sft time ratio: {ratio_t:.2f} (floor ~1.33); memory ratio: {ratio_m:.2f}"]
+    print("\n".join(lines))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    (out / f"{stamp}.json").write_text(json.dumps(record, indent=2))
+    (out / f"{stamp}.md").write_text(f"Command: `{record['command']}`\n\nHardware: {record['hardware']}\n\n"
+                                     f"Model: {results['sft']['params_m']:.2f}M params, {vars(args)}\n\n"
+                                     + "\n".join(lines) + "\n")
+    return record
+
+
+if __name__ == "__main__":
+    main(parse_args())
