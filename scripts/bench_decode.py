@@ -1,0 +1,240 @@
+"""Decoding speed benchmark: ``model.generate`` (greedy) vs the multi-token decoder, side by side.
+
+Same process, same prompts, same ``max_new_tokens``, each at batch 1 and batch 16: generate greedy, static k=1,
+static k=2/3/4, ConfAdapt 0.99/0.9/0.7 (k_max 16) and lossless verify. Prints tokens/s, tokens per forward
+(mean/std over rows), the ratio of tokens/s to ``generate`` at the same batch size, and the share of the decoder's
+wall time spent outside model forwards (Python bookkeeping, cache cropping, acceptance). Each setting is timed
+``--repeats`` times, interleaved with the others, and the fastest run is reported. Writes ``bench.csv`` and
+``bench.json`` (with command, commit, hardware, versions) into ``--out``. Never asserts on timing.
+
+Launch:
+    .venv/bin/python scripts/bench_decode.py --limit 4 --max-new-tokens 32 --out results/bench_decode/
+    .venv/bin/python scripts/bench_decode.py --model CKPT_DIR --prompts prompts.jsonl --out results/bench_decode/
+    .venv/bin/python scripts/bench_decode.py --random-llama 256,6 --out results/bench_decode/  # untrained model
+Default model: the shipped tiny teacher (:func:`selfdistill.tiny.teacher_path`) if present, else a random
+tiny Llama. A checkpoint without the ``<mtp>`` mask id gets one (``add_mask_token``) so masks can be fed; the
+numbers then measure speed only (an untrained model predicts poorly at masks).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+STRATEGIES = [
+    ("generate", {}),
+    ("static_k1", dict(strategy="static", k=1)),
+    ("static_k2", dict(strategy="static", k=2)),
+    ("static_k3", dict(strategy="static", k=3)),
+    ("static_k4", dict(strategy="static", k=4)),
+    ("conf_0.99", dict(strategy="conf_adapt", k_max=16, threshold=0.99)),
+    ("conf_0.9", dict(strategy="conf_adapt", k_max=16, threshold=0.9)),
+    ("conf_0.7", dict(strategy="conf_adapt", k_max=16, threshold=0.7)),
+    ("verify", dict(strategy="verify", k_max=16, threshold=0.9)),
+]
+
+_TEMPLATES = [
+    "Question: {a} apples are in a basket and {b} more are added. How many apples are there?\nAnswer:",
+    "Question: A train travels {a} km in the morning and {b} km in the afternoon. How far does it go?\nAnswer:",
+    "Question: Sam has {a} coins and gives away {b}. How many coins are left?\nAnswer:",
+    "Question: A box holds {a} rows of {b} pencils. How many pencils are in the box?\nAnswer:",
+]
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", help="Hugging Face checkpoint directory (default: the shipped tiny teacher)")
+    p.add_argument("--random-llama", metavar="HIDDEN,LAYERS",
+                   help="benchmark a random Llama of this shape instead (vocab --random-vocab)")
+    p.add_argument("--random-vocab", type=int, default=8192)
+    p.add_argument("--prompts", type=Path, help="JSONL file; each line has a 'prompt' (or 'text'/'question') field")
+    p.add_argument("--limit", type=int, default=32, help="number of prompts (default 32)")
+    p.add_argument("--max-new-tokens", type=int, default=64)
+    p.add_argument("--batch-sizes", default="1,16", help="comma-separated (default 1,16)")
+    p.add_argument("--only", help="comma-separated subset of strategy names (default: all)")
+    p.add_argument("--repeats", type=int, default=3,
+                   help="time each setting this many times, interleaved with the others; report the fastest")
+    p.add_argument("--num-threads", type=int, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16", "float64"])
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--out", type=Path, default=Path("results/bench_decode"))
+    return p.parse_args(argv)
+
+
+def load_model(cfg):
+    """Returns ``(model, tokenizer_or_None, description)``; the model carries a mask id."""
+    dtype = getattr(torch, cfg.dtype)
+    if cfg.random_llama:
+        from selfdistill.testing import tiny_model
+
+        hidden, layers = (int(x) for x in cfg.random_llama.split(","))
+        model = tiny_model("llama", dtype=dtype, hidden_size=hidden, num_layers=layers, vocab_size=cfg.random_vocab,
+                           num_heads=max(1, hidden // 64), num_kv_heads=max(1, hidden // 128), max_positions=4096)
+        return model.to(cfg.device), None, f"random llama hidden={hidden} layers={layers} vocab={cfg.random_vocab}"
+    path = cfg.model
+    if path is None:
+        try:
+            from selfdistill.tiny import teacher_path
+
+            path = str(teacher_path())
+        except (ImportError, FileNotFoundError) as err:
+            print(f"no shipped tiny teacher ({err}); using a random tiny Llama", file=sys.stderr)
+            cfg.random_llama = "256,6"
+            return load_model(cfg)
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from selfdistill.mask_token import add_mask_token, mask_token_id_from
+
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).eval()
+    if mask_token_id_from(model) is None:
+        add_mask_token(model, tokenizer)
+    return model.to(cfg.device), tokenizer, path
+
+
+def load_prompts(cfg, tokenizer, vocab_size: int) -> list[list[int]]:
+    if cfg.prompts is not None:
+        texts = []
+        for line in cfg.prompts.read_text().splitlines():
+            if line.strip():
+                row = json.loads(line)
+                texts.append(next(row[k] for k in ("prompt", "text", "question") if k in row))
+        texts = texts[:cfg.limit]
+    else:
+        texts = [_TEMPLATES[i % len(_TEMPLATES)].format(a=3 + 7 * i % 50, b=2 + 5 * i % 30) for i in range(cfg.limit)]
+    if tokenizer is None:
+        g = torch.Generator().manual_seed(0)
+        # Random ids (avoiding the top few special ids) with the lengths the texts would roughly have.
+        return [torch.randint(0, vocab_size - 8, (8 + len(t) // 6,), generator=g).tolist() for t in texts]
+    return [tokenizer(t, add_special_tokens=False).input_ids for t in texts]
+
+
+def _batches(prompts, batch_size):
+    for i in range(0, len(prompts), batch_size):
+        yield prompts[i:i + batch_size]
+
+
+def _left_pad(rows, pad_id, device):
+    width = max(map(len, rows))
+    ids = torch.tensor([[pad_id] * (width - len(r)) + r for r in rows], device=device)
+    mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=device)
+    return ids, mask
+
+
+def _sync(device):
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
+def _eos_ids(model) -> set[int]:
+    from selfdistill.decoding import default_eos_ids
+
+    return default_eos_ids(model)
+
+
+def run_generate(model, rows, max_new_tokens, pad_id, device):
+    ids, mask = _left_pad(rows, pad_id, device)
+    eos = _eos_ids(model)
+    out = model.generate(input_ids=ids, attention_mask=mask, do_sample=False, max_new_tokens=max_new_tokens,
+                         pad_token_id=pad_id, eos_token_id=sorted(eos) or None)
+    counts = []
+    for row in out[:, ids.shape[1]:].tolist():
+        n = next((i + 1 for i, t in enumerate(row) if t in eos), len(row))
+        counts.append(n)
+    return counts, counts, {}  # greedy: one forward per token
+
+
+def run_mtp(model, rows, max_new_tokens, pad_id, device, options):
+    from selfdistill.decoding import mtp_generate
+
+    ids, mask = _left_pad(rows, pad_id, device)
+    out = mtp_generate(model, ids, mask, max_new_tokens=max_new_tokens, pad_token_id=pad_id, profile=True, **options)
+    return [len(s) for s in out.sequences], out.forward_passes, out.timings
+
+
+def bench_one(model, prompts, name, options, batch_size, max_new_tokens, pad_id, device) -> dict:
+    """One timed pass over all prompts with one setting."""
+    tokens, passes, forward_s, total_timed = [], [], 0.0, 0.0
+    _sync(device)
+    start = time.perf_counter()
+    for rows in _batches(prompts, batch_size):
+        if name == "generate":
+            t, p, timing = run_generate(model, rows, max_new_tokens, pad_id, device)
+        else:
+            t, p, timing = run_mtp(model, rows, max_new_tokens, pad_id, device, options)
+        tokens += t
+        passes += p
+        forward_s += timing.get("forward_s", 0.0)
+        total_timed += timing.get("total_s", 0.0)
+    _sync(device)
+    seconds = time.perf_counter() - start
+    tpf = [t / p for t, p in zip(tokens, passes)]
+    return {
+        "strategy": name, "batch_size": batch_size, "prompts": len(prompts), "new_tokens": sum(tokens),
+        "seconds": seconds, "tokens_per_second": sum(tokens) / seconds,
+        "tokens_per_forward_mean": statistics.fmean(tpf),
+        "tokens_per_forward_std": statistics.stdev(tpf) if len(tpf) > 1 else 0.0,
+        "overhead_share": (total_timed - forward_s) / total_timed if total_timed > 0 else float("nan"),
+    }
+
+
+def main(cfg) -> list[dict]:
+    from selfdistill.provenance import provenance
+
+    torch.manual_seed(0)
+    if cfg.num_threads:
+        torch.set_num_threads(cfg.num_threads)
+    model, tokenizer, desc = load_model(cfg)
+    vocab = model.get_input_embeddings().weight.shape[0]
+    prompts = load_prompts(cfg, tokenizer, vocab)
+    pad_id = tokenizer.pad_token_id if tokenizer is not None and tokenizer.pad_token_id is not None else 0
+    only = set(cfg.only.split(",")) if cfg.only else None
+    chosen = [(n, o) for n, o in STRATEGIES if only is None or n in only or n == "generate"]
+    batch_sizes = [int(b) for b in cfg.batch_sizes.split(",")]
+
+    # Warm-up (allocator, kernels, lazy imports) so the first measured row is not penalised.
+    for name, options in chosen:
+        bench_one(model, prompts[:1], name, options, 1, 4, pad_id, cfg.device)
+
+    results = []
+    with torch.no_grad():
+        for bs in batch_sizes:
+            # Repeats are interleaved across settings so slow phases of a shared machine hit all of them.
+            best: dict[str, dict] = {}
+            for _ in range(max(1, cfg.repeats)):
+                for name, options in chosen:
+                    row = bench_one(model, prompts, name, options, bs, cfg.max_new_tokens, pad_id, cfg.device)
+                    if name not in best or row["seconds"] < best[name]["seconds"]:
+                        best[name] = row
+            base = best["generate"]["tokens_per_second"]
+            for name, _ in chosen:
+                row = best[name]
+                row["ratio_to_generate"] = row["tokens_per_second"] / base
+                row["repeats"] = cfg.repeats
+                results.append(row)
+                print(f"bs={bs:<3d} {name:<10s} tok/s={row['tokens_per_second']:9.1f} "
+                      f"tpf={row['tokens_per_forward_mean']:5.2f}±{row['tokens_per_forward_std']:.2f} "
+                      f"x{row['ratio_to_generate']:.2f} vs generate  overhead={row['overhead_share']:.0%}",
+                      flush=True)
+
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    with open(cfg.out / "bench.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(results[0]))
+        writer.writeheader()
+        writer.writerows(results)
+    meta = provenance() | {"model": desc, "device": cfg.device, "dtype": cfg.dtype,
+                           "max_new_tokens": cfg.max_new_tokens, "args": {k: str(v) for k, v in vars(cfg).items()}}
+    (cfg.out / "bench.json").write_text(json.dumps({"meta": meta, "results": results}, indent=2))
+    print(f"wrote {cfg.out / 'bench.csv'} and {cfg.out / 'bench.json'}")
+    return results
+
+
+if __name__ == "__main__":
+    main(parse_args())
