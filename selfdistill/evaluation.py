@@ -66,10 +66,11 @@ def truncate_at_stop(text: str, stops: Sequence[str]) -> str:
 
 
 def decode_batch(model, tokenizer, prompts: Sequence[str], setting: DecodeSetting, *, max_new_tokens: int,
-                 stops: Sequence[str] = ()) -> list[Generation]:
+                 stops: Sequence[str] = (), chat: bool = False) -> list[Generation]:
     """Decode a batch of prompt strings (left-padded) with ``setting``; greedy throughout."""
+    # A chat-templated prompt already starts with BOS; a plain one gets the tokenizer's usual specials (BOS for Llama).
     enc = tokenizer(list(prompts), return_tensors="pt", padding=True, padding_side="left",
-                    add_special_tokens=False).to(model.device)
+                    add_special_tokens=not chat).to(model.device)
     eos = model.generation_config.eos_token_id
     if setting.strategy == "generate":
         with torch.no_grad():
@@ -115,13 +116,22 @@ def summarize(records: list[dict], *, seconds: float, batch_size: int) -> dict:
     if n == 0:
         raise ValueError("nothing to summarise: no records")
     acc = sum(r["correct"] for r in records) / n
-    tpf = [r["tokens_per_forward"] for r in records]
-    new_tokens = sum(r["new_tokens"] for r in records)
-    passes = sum(r["forward_passes"] for r in records)
     return {
         "n": n,
         "accuracy": acc,
         "accuracy_stderr": math.sqrt(acc * (1 - acc) / (n - 1)) if n > 1 else float("nan"),
+    } | speed_summary(records, seconds=seconds, batch_size=batch_size)
+
+
+def speed_summary(records: list[dict], *, seconds: float, batch_size: int) -> dict:
+    """Tokens per forward (mean/std of per-sample ``new_tokens / forward_passes``) and tokens/s of ``records``."""
+    n = len(records)
+    if n == 0:
+        raise ValueError("nothing to summarise: no records")
+    tpf = [r["tokens_per_forward"] for r in records]
+    new_tokens = sum(r["new_tokens"] for r in records)
+    passes = sum(r["forward_passes"] for r in records)
+    return {
         "tokens_per_forward_mean": statistics.fmean(tpf),
         "tokens_per_forward_std": statistics.stdev(tpf) if n > 1 else 0.0,
         "new_tokens": new_tokens,
@@ -143,8 +153,11 @@ def evaluate(model, tokenizer, rows: Sequence[dict], setting: DecodeSetting, *, 
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     rows = list(rows)
     prompts = [build_prompt(r, tokenizer, style=style, chat=chat) for r in rows]
-    order = sorted(range(len(rows)), key=lambda i: len(prompts[i]))
-    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    # Batches never mix tasks (each task has its own stop strings); within a task, similar lengths share a batch.
+    by_task: dict[str, list[int]] = {}
+    for i in sorted(range(len(rows)), key=lambda i: len(prompts[i])):
+        by_task.setdefault(rows[i]["task"], []).append(i)
+    batches = [idx[j:j + batch_size] for idx in by_task.values() for j in range(0, len(idx), batch_size)]
     if progress:
         from tqdm.auto import tqdm
 
@@ -152,11 +165,10 @@ def evaluate(model, tokenizer, rows: Sequence[dict], setting: DecodeSetting, *, 
     records: list[dict | None] = [None] * len(rows)
     seconds = 0.0
     for batch in batches:
-        # Rows of one batch share stop strings only if they share a task; group by task keeps it exact.
-        stops = sorted({s for i in batch for s in stop_strings(rows[i]["task"], style=style)})
+        stops = stop_strings(rows[batch[0]]["task"], style=style)
         start = time.perf_counter()
         gens = decode_batch(model, tokenizer, [prompts[i] for i in batch], setting,
-                            max_new_tokens=max_new_tokens, stops=stops)
+                            max_new_tokens=max_new_tokens, stops=stops, chat=chat)
         seconds += time.perf_counter() - start
         for i, gen in zip(batch, gens):
             row = rows[i]

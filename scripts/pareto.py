@@ -1,0 +1,239 @@
+"""Accuracy vs speed sweep of one model: ConfAdapt thresholds, static k, lossless verify and the plain
+``model.generate`` baseline, over task suites; Pareto frontier per task. See docs/pareto.md.
+
+    python scripts/pareto.py                       # the shipped distilled tiny model, synthetic + bbh_learnt (CPU, <15 min)
+    python scripts/pareto.py --model tiny-teacher --add_mask_token --name tiny_teacher_step0   # undistilled baseline
+    python scripts/pareto.py --model path/to/ckpt --tasks gsm8k bbh --limit 200 --prompt_style few_shot \\
+        --batch_size 1 --dtype float32 --device cuda --max_new_tokens 512 --name llama_gsm8k_bbh
+    python scripts/pareto.py --tasks metamathqa --data_path meta-math/MetaMathQA ...   # hub copy (GPU machine)
+
+Writes ``results/<name>/``: ``summary.csv``, ``summary.json`` (with command, commit, hardware, versions),
+``frontier.md``, ``plots/<task>.png``, ``samples/<task>__<setting>.jsonl[.gz]`` and ``runs/`` (what makes a
+re-run skip finished (task, setting) pairs; ``--overwrite`` redoes them).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from selfdistill.paths import REPO_ROOT
+from selfdistill.sweep import PAPER_K_MAX, PAPER_STATIC_K, PAPER_THRESHOLDS
+from selfdistill.task_suites import SUITES
+
+DTYPES = ("auto", "float32", "bfloat16", "float16", "float64")
+PROMPT_STYLES = ("zero_shot", "few_shot")
+
+
+@dataclass(kw_only=True)
+class ParetoConfig:
+    model: str = field(default="tiny-student", metadata={
+        "help": "checkpoint path or hub id, or the shipped aliases tiny-student / tiny-teacher"})
+    tasks: list[str] = field(default_factory=lambda: ["synthetic", "bbh_learnt"], metadata={
+        "help": f"task suites, from {SUITES}"})
+    limit: int | None = field(default=10, metadata={
+        "help": "rows per subtask (synthetic, bbh_learnt, bbh) or in total (gsm8k, metamathqa); 0 = all"})
+    bbh_subtasks: list[str] | None = field(default=None, metadata={"help": "BBH subtasks for the bbh suite"})
+    data_path: str | None = field(default=None, metadata={
+        "help": "local file/dir or hub id of the real benchmark data (default: ../shared/data)"})
+    thresholds: list[float] = field(default_factory=lambda: list(PAPER_THRESHOLDS),
+                                    metadata={"help": "ConfAdapt thresholds"})
+    k_max: int = field(default=PAPER_K_MAX, metadata={"help": "prediction positions per pass (ConfAdapt, verify)"})
+    static_k: list[int] = field(default_factory=lambda: list(PAPER_STATIC_K), metadata={"help": "static k values"})
+    verify: bool = field(default=True, metadata={"help": "include the lossless verify mode"})
+    verify_threshold: float = field(default=0.0, metadata={"help": "draft confidence threshold of verify"})
+    generate_baseline: bool = field(default=True, metadata={"help": "include plain model.generate"})
+    add_mask_token: bool = field(default=False, metadata={
+        "help": "give a model without <mtp> an untrained one (step-0 baseline) instead of refusing"})
+    batch_size: int = 8
+    dtype: str = field(default="float32", metadata={"help": f"one of {DTYPES}"})
+    device: str = field(default="auto", metadata={"help": "auto (cuda if available), cpu, cuda, cuda:1..."})
+    prompt_style: str = field(default="zero_shot", metadata={"help": f"one of {PROMPT_STYLES}"})
+    chat_template: bool = field(default=False, metadata={"help": "wrap prompts in the tokenizer's chat template"})
+    max_new_tokens: int = 192
+    seed: int = field(default=0, metadata={"help": "subsampling seed (decoding is greedy)"})
+    num_threads: int = field(default=1, metadata={
+        "help": "torch CPU threads; 1 is fastest for the tiny model on a shared CPU; 0 = torch's default"})
+    output_dir: str = field(default=str(REPO_ROOT / "results"), metadata={"help": "parent of results/<name>/"})
+    name: str | None = field(default=None, metadata={"help": "sweep folder name (default: from the model name)"})
+    overwrite: bool = field(default=False, metadata={"help": "redo (task, setting) pairs already in the folder"})
+    gzip_samples: str = field(default="auto", metadata={
+        "help": "auto (gzip when a task has more than 100 rows), yes, no"})
+    plots: bool = True
+    progress: bool = True
+
+
+def check_config(cfg: ParetoConfig) -> None:
+    """Every argument error, raised as a ``ValueError`` naming the problem, before any data or model loads."""
+    from selfdistill.task_suites import check_suite_options
+
+    if not cfg.tasks:
+        raise ValueError("no tasks given")
+    if len(set(cfg.tasks)) != len(cfg.tasks):
+        raise ValueError(f"duplicate tasks: {cfg.tasks}")
+    for task in cfg.tasks:
+        check_suite_options(task, limit=cfg.limit or None, subtasks=cfg.bbh_subtasks if task == "bbh" else None)
+    if cfg.bbh_subtasks is not None and "bbh" not in cfg.tasks:
+        raise ValueError("--bbh_subtasks given but the bbh suite is not among --tasks")
+    if cfg.limit is not None and cfg.limit < 0:
+        raise ValueError(f"limit must be >= 0 (0 = all rows), got {cfg.limit}")
+    if cfg.batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {cfg.batch_size}")
+    if cfg.max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be >= 1, got {cfg.max_new_tokens}")
+    if cfg.k_max < 1 or any(k < 1 for k in cfg.static_k):
+        raise ValueError(f"k_max and static k must be >= 1 (got k_max={cfg.k_max}, static_k={cfg.static_k})")
+    if cfg.dtype not in DTYPES:
+        raise ValueError(f"unknown dtype {cfg.dtype!r}; choose from {DTYPES}")
+    if cfg.prompt_style not in PROMPT_STYLES:
+        raise ValueError(f"unknown prompt_style {cfg.prompt_style!r}; choose from {PROMPT_STYLES}")
+    if cfg.gzip_samples not in ("auto", "yes", "no"):
+        raise ValueError(f"gzip_samples must be auto, yes or no, got {cfg.gzip_samples!r}")
+    if not re.fullmatch(r"cpu|auto|mps|cuda(:\d+)?", cfg.device):
+        raise ValueError(f"unknown device {cfg.device!r}; use auto, cpu, cuda or cuda:N")
+    if cfg.name is not None and not re.fullmatch(r"[\w.+-]+", cfg.name):
+        raise ValueError(f"name {cfg.name!r} must be a plain folder name (letters, digits, . _ + -)")
+    settings(cfg)  # threshold range, duplicates, empty grid
+
+
+def settings(cfg: ParetoConfig):
+    from selfdistill.sweep import sweep_settings
+
+    return sweep_settings(generate=cfg.generate_baseline, static_k=cfg.static_k, thresholds=cfg.thresholds,
+                          k_max=cfg.k_max, verify=cfg.verify, verify_threshold=cfg.verify_threshold)
+
+
+def resolve_model(name: str) -> str:
+    """The checkpoint path of ``name`` (aliases resolved), with an error that says what to do if it is absent."""
+    from selfdistill.tiny import TINY_STUDENT_ALIAS, resolve_model_path
+
+    try:
+        return resolve_model_path(name)
+    except FileNotFoundError as err:
+        hint = (" Until the distilled student ships, sweep the teacher as a step-0 baseline: "
+                "--model tiny-teacher --add_mask_token.") if name == TINY_STUDENT_ALIAS else ""
+        raise FileNotFoundError(f"model {name!r}: {err}.{hint}") from err
+
+
+def check_mask_token(path: str, *, needed: bool, add: bool) -> None:
+    """Refuse, before loading weights, a model without ``<mtp>`` when the grid needs masks (unless ``add``)."""
+    if not needed or add:
+        return
+    from transformers import AutoConfig, GenerationConfig
+
+    from selfdistill.mask_token import CONFIG_KEY
+
+    found = getattr(AutoConfig.from_pretrained(path), CONFIG_KEY, None)
+    if found is None:
+        try:
+            found = getattr(GenerationConfig.from_pretrained(path), CONFIG_KEY, None)
+        except OSError:
+            found = None
+    if found is None:
+        raise ValueError(f"{path} has no <mtp> mask token ({CONFIG_KEY} missing from its config), so static k>1, "
+                         "ConfAdapt and verify cannot run. Use a distilled checkpoint, --add_mask_token for an "
+                         "untrained-mask (step-0) baseline, or only --generate_baseline / --static_k 1.")
+
+
+def checkpoint_signature(path: str) -> str:
+    """Sizes and modification times of a local checkpoint's weight/config files (cheap, unlike hashing GBs), so a
+    re-run after the checkpoint was replaced at the same path is not served stale results; a hub id as given."""
+    root = Path(path)
+    if not root.is_dir():
+        return path
+    files = sorted(p for p in root.iterdir() if p.suffix in (".safetensors", ".bin", ".json") and p.is_file())
+    return ";".join(f"{p.name}:{p.stat().st_size}:{int(p.stat().st_mtime)}" for p in files)
+
+
+def load_model(path: str, cfg: ParetoConfig, *, add_mask: bool):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device
+    dtype = "auto" if cfg.dtype == "auto" else getattr(torch, cfg.dtype)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device).eval()
+    if add_mask:
+        from selfdistill.mask_token import add_mask_token, mask_token_id_from
+
+        if mask_token_id_from(model) is None:
+            add_mask_token(model, tokenizer)
+    return model, tokenizer
+
+
+def main(cfg: ParetoConfig) -> Path:
+    """Run the sweep (skipping finished pairs), then write the reports. Returns ``results/<name>``."""
+    import torch
+    from tqdm.auto import tqdm
+
+    from selfdistill.evaluation import evaluate
+    from selfdistill.provenance import provenance
+    from selfdistill.sweep import SweepStore, by_subtask, needs_mask_token, write_reports
+    from selfdistill.task_suites import suite_rows
+
+    check_config(cfg)
+    grid = settings(cfg)
+    model_path = resolve_model(cfg.model)
+    name = cfg.name or re.sub(r"[^\w.+-]", "_", Path(cfg.model.rstrip("/")).name)
+    root = Path(cfg.output_dir) / name
+    if cfg.num_threads:
+        torch.set_num_threads(cfg.num_threads)
+    limit = cfg.limit or None
+    rows = {task: suite_rows(task, limit=limit, seed=cfg.seed, path=cfg.data_path,
+                             subtasks=cfg.bbh_subtasks if task == "bbh" else None) for task in cfg.tasks}
+    check_mask_token(model_path, needed=needs_mask_token(grid), add=cfg.add_mask_token)
+
+    fingerprint = {"model": cfg.model, "model_path": model_path, "checkpoint": checkpoint_signature(model_path),
+                   "add_mask_token": cfg.add_mask_token,
+                   "limit": limit, "seed": cfg.seed, "data_path": cfg.data_path, "bbh_subtasks": cfg.bbh_subtasks,
+                   "dtype": cfg.dtype, "device": cfg.device, "batch_size": cfg.batch_size,
+                   "prompt_style": cfg.prompt_style, "chat_template": cfg.chat_template,
+                   "max_new_tokens": cfg.max_new_tokens}
+    stores = {task: SweepStore(root, fingerprint=fingerprint | {"n": len(rows[task])}, overwrite=cfg.overwrite,
+                               gzip_samples=cfg.gzip_samples == "yes" or (cfg.gzip_samples == "auto"
+                                                                          and len(rows[task]) > 100))
+              for task in cfg.tasks}
+    done = {(task, s.name): stores[task].load(task, s) for task in cfg.tasks for s in grid}
+    todo = [(task, s) for task in cfg.tasks for s in grid if done[(task, s.name)] is None]
+    print(f"sweep {root}: {len(grid)} settings x {len(cfg.tasks)} tasks "
+          f"({', '.join(f'{t}: {len(r)} rows' for t, r in rows.items())}); {len(done) - len(todo)} done, "
+          f"{len(todo)} to run")
+
+    started = time.time()
+    if todo:
+        model, tokenizer = load_model(model_path, cfg, add_mask=cfg.add_mask_token)
+        # Warm-up (lazy init, allocator, kernels) so the first setting's tokens/s is not charged for it.
+        for s in {s.strategy: s for s in grid}.values():
+            evaluate(model, tokenizer, rows[todo[0][0]][:1], s, batch_size=1, max_new_tokens=4,
+                     style=cfg.prompt_style, chat=cfg.chat_template)
+        for task, setting in tqdm(todo, desc="sweep", disable=not cfg.progress):
+            torch.manual_seed(cfg.seed)
+            records, summary = evaluate(model, tokenizer, rows[task], setting, batch_size=cfg.batch_size,
+                                        max_new_tokens=cfg.max_new_tokens, style=cfg.prompt_style,
+                                        chat=cfg.chat_template, progress=cfg.progress)
+            summary["by_subtask"] = by_subtask(records)
+            stores[task].save(task, setting, records, summary)
+            done[(task, setting.name)] = summary
+            tqdm.write(f"{task:>12} {setting.name:<28} acc {summary['accuracy']:.3f} "
+                       f"tok/fwd {summary['tokens_per_forward_mean']:.2f} tok/s {summary['tokens_per_second']:.1f}")
+
+    summaries = {task: [done[(task, s.name)] for s in grid] for task in cfg.tasks}
+    meta = {"provenance": provenance(), "config": asdict(cfg), "sweep_seconds_this_run": time.time() - started,
+            "rows": {task: len(r) for task, r in rows.items()}}
+    written = write_reports(root, summaries, meta=meta, plots=cfg.plots)
+    print(f"wrote {', '.join(str(p.relative_to(root)) for p in written.values())} in {root}")
+    print(json.dumps({task: {s["setting"]["name"]: round(s["accuracy"], 3) for s in ss}
+                      for task, ss in summaries.items()}))
+    return root
+
+
+if __name__ == "__main__":
+    from transformers import HfArgumentParser
+
+    (config,) = HfArgumentParser(ParetoConfig).parse_args_into_dataclasses()
+    main(config)
