@@ -3,6 +3,8 @@
 
     python scripts/pareto.py                       # the shipped distilled tiny model, synthetic + bbh_learnt (CPU, <15 min)
     python scripts/pareto.py --model tiny-teacher --add_mask_token --name tiny_teacher_step0   # undistilled baseline
+    python scripts/pareto.py --model tiny-teacher --static False --conf_adapt False --verify False --limit 100 \
+        --name tiny_teacher                           # plain greedy accuracy only (the teacher's record)
     python scripts/pareto.py --model path/to/ckpt --tasks gsm8k bbh --limit 200 --prompt_style few_shot \\
         --batch_size 1 --dtype float32 --device cuda --max_new_tokens 512 --name llama_gsm8k_bbh
     python scripts/pareto.py --tasks metamathqa --data_path meta-math/MetaMathQA ...   # hub copy (GPU machine)
@@ -43,6 +45,8 @@ class ParetoConfig:
                                     metadata={"help": "ConfAdapt thresholds"})
     k_max: int = field(default=PAPER_K_MAX, metadata={"help": "prediction positions per pass (ConfAdapt, verify)"})
     static_k: list[int] = field(default_factory=lambda: list(PAPER_STATIC_K), metadata={"help": "static k values"})
+    static: bool = field(default=True, metadata={"help": "include the static k settings (--static_k)"})
+    conf_adapt: bool = field(default=True, metadata={"help": "include the ConfAdapt settings (--thresholds)"})
     verify: bool = field(default=True, metadata={"help": "include the lossless verify mode"})
     verify_threshold: float = field(default=0.0, metadata={"help": "draft confidence threshold of verify"})
     generate_baseline: bool = field(default=True, metadata={"help": "include plain model.generate"})
@@ -102,7 +106,8 @@ def check_config(cfg: ParetoConfig) -> None:
 def settings(cfg: ParetoConfig):
     from selfdistill.sweep import sweep_settings
 
-    return sweep_settings(generate=cfg.generate_baseline, static_k=cfg.static_k, thresholds=cfg.thresholds,
+    return sweep_settings(generate=cfg.generate_baseline, static_k=cfg.static_k if cfg.static else (),
+                          thresholds=cfg.thresholds if cfg.conf_adapt else (),
                           k_max=cfg.k_max, verify=cfg.verify, verify_threshold=cfg.verify_threshold)
 
 

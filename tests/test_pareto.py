@@ -154,3 +154,15 @@ def test_command_line_defaults_and_flags(pareto):
               "--no_verify", "--limit", "0"])
     assert cfg.bbh_subtasks == ["navigate", "snarks"] and cfg.thresholds == [0.9, 0.8] and not cfg.verify
     assert cfg.limit == 0
+
+
+def test_baseline_only_grid_needs_no_mask_token(pareto):
+    from transformers import HfArgumentParser
+
+    (cfg,) = HfArgumentParser(pareto.ParetoConfig).parse_args_into_dataclasses(
+        args=["--static", "False", "--conf_adapt", "False", "--no_verify"])
+    assert [s.name for s in pareto.settings(cfg)] == ["generate"]
+    (cfg,) = HfArgumentParser(pareto.ParetoConfig).parse_args_into_dataclasses(
+        args=["--static", "False", "--conf_adapt", "False", "--no_verify", "--no_generate_baseline"])
+    with pytest.raises(ValueError, match="no settings"):
+        pareto.check_config(cfg)
