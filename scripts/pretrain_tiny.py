@@ -38,10 +38,6 @@ class PretrainConfig:
     learning_rate: float = 1.5e-3
     warmup_steps: int = 100
     num_threads: int = 2
-    hidden_size: int = 256
-    num_layers: int = 4
-    intermediate_size: int = 704
-    vocab_size: int = 1024
     init_from: str = field(default="", metadata={"help": "continue from this checkpoint (its tokenizer is kept)"})
 
 
@@ -59,12 +55,11 @@ def tokenize_rows(rows, tokenizer, *, max_length: int) -> list[dict]:
     return examples
 
 
-def main(cfg: PretrainConfig) -> Path:
+def main(cfg: PretrainConfig, shape: TinyModelShape = TinyModelShape()) -> Path:
+    """Train (or, with ``init_from``, continue training) the tiny teacher; ``shape`` is ignored when continuing."""
     torch.set_num_threads(cfg.num_threads)
     out = Path(cfg.output_dir)
     started = time.time()
-    shape = TinyModelShape(vocab_size=cfg.vocab_size, hidden_size=cfg.hidden_size, num_layers=cfg.num_layers,
-                           intermediate_size=cfg.intermediate_size)
     rows = synthetic_dataset("train", n_per_subtask=cfg.n_per_subtask, seed=cfg.seed)
     earlier_stages = []
     if cfg.init_from:
@@ -97,7 +92,7 @@ def main(cfg: PretrainConfig) -> Path:
     shutil.rmtree(out / "_trainer", ignore_errors=True)
     record = {
         **provenance(),
-        "config": asdict(cfg),
+        "config": asdict(cfg) | {"shape": asdict(shape) if not cfg.init_from else "from init_from"},
         "parameters": sum(p.numel() for p in model.parameters()),
         "train_rows": len(train),
         "final_train_loss": result.training_loss,
@@ -112,5 +107,5 @@ def main(cfg: PretrainConfig) -> Path:
 
 
 if __name__ == "__main__":
-    (config,) = HfArgumentParser(PretrainConfig).parse_args_into_dataclasses()
-    main(config)
+    config, model_shape = HfArgumentParser((PretrainConfig, TinyModelShape)).parse_args_into_dataclasses()
+    main(config, model_shape)

@@ -51,10 +51,10 @@ class TinyModelShape:
 
     vocab_size: int = 1024
     hidden_size: int = 256
-    num_layers: int = 6
+    num_layers: int = 4
     num_heads: int = 8
     num_kv_heads: int = 4
-    intermediate_size: int = 768
+    intermediate_size: int = 704
     max_positions: int = 1024
 
 
