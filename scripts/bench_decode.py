@@ -90,12 +90,11 @@ def load_model(cfg):
             return load_model(cfg)
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from selfdistill.mask_token import add_mask_token, mask_token_id_from
+    from selfdistill.mask_token import add_mask_token
 
     tokenizer = AutoTokenizer.from_pretrained(path)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).eval()
-    if mask_token_id_from(model) is None:
-        add_mask_token(model, tokenizer)
+    add_mask_token(model, tokenizer)  # a no-op when the checkpoint already carries <mtp>
     return model.to(cfg.device), tokenizer, path
 
 

@@ -127,17 +127,9 @@ def check_mask_token(path: str, *, needed: bool, add: bool) -> None:
     """Refuse, before loading weights, a model without ``<mtp>`` when the grid needs masks (unless ``add``)."""
     if not needed or add:
         return
-    from transformers import AutoConfig, GenerationConfig
+    from selfdistill.mask_token import CONFIG_KEY, mask_token_id_in_checkpoint
 
-    from selfdistill.mask_token import CONFIG_KEY
-
-    found = getattr(AutoConfig.from_pretrained(path), CONFIG_KEY, None)
-    if found is None:
-        try:
-            found = getattr(GenerationConfig.from_pretrained(path), CONFIG_KEY, None)
-        except OSError:
-            found = None
-    if found is None:
+    if mask_token_id_in_checkpoint(path) is None:
         raise ValueError(f"{path} has no <mtp> mask token ({CONFIG_KEY} missing from its config), so static k>1, "
                          "ConfAdapt and verify cannot run. Use a distilled checkpoint, --add_mask_token for an "
                          "untrained-mask (step-0) baseline, or only --generate_baseline / --static_k 1.")
@@ -164,10 +156,9 @@ def load_model(path: str, cfg: ParetoConfig, *, add_mask: bool):
         tokenizer.pad_token = tokenizer.eos_token
     model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device).eval()
     if add_mask:
-        from selfdistill.mask_token import add_mask_token, mask_token_id_from
+        from selfdistill.mask_token import add_mask_token
 
-        if mask_token_id_from(model) is None:
-            add_mask_token(model, tokenizer)
+        add_mask_token(model, tokenizer)  # a no-op when the checkpoint already carries <mtp>
     return model, tokenizer
 
 

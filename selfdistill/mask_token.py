@@ -55,10 +55,25 @@ def set_mask_token_id(model, mask_token_id: int) -> None:
         setattr(model.generation_config, CONFIG_KEY, int(mask_token_id))
 
 
-def mask_token_id_from(model) -> int | None:
-    """The mask id stored in the model's config or generation config, or ``None`` if it has none."""
-    for cfg in (getattr(model, "config", None), getattr(model, "generation_config", None)):
+def _first_mask_id(*configs) -> int | None:
+    for cfg in configs:
         value = getattr(cfg, CONFIG_KEY, None) if cfg is not None else None
         if value is not None:
             return int(value)
     return None
+
+
+def mask_token_id_from(model) -> int | None:
+    """The mask id stored in the model's config or generation config, or ``None`` if it has none."""
+    return _first_mask_id(getattr(model, "config", None), getattr(model, "generation_config", None))
+
+
+def mask_token_id_in_checkpoint(path_or_name: str) -> int | None:
+    """The mask id a saved checkpoint carries, read from its ``config.json`` without loading any weights.
+
+    Only ``config.json`` is consulted: transformers 5.x drops unknown keys when it loads a generation config, so
+    the copy in ``generation_config.json`` never survives a reload.
+    """
+    from transformers import AutoConfig
+
+    return _first_mask_id(AutoConfig.from_pretrained(path_or_name))
