@@ -1,7 +1,8 @@
 """Decoding speed benchmark: ``model.generate`` (greedy) vs the multi-token decoder, side by side.
 
 Same process, same prompts, same ``max_new_tokens``, each at batch 1 and batch 16: generate greedy, static k=1,
-static k=2/3/4, ConfAdapt 0.99/0.9/0.7 (k_max 16) and lossless verify. Prints tokens/s, tokens per forward
+static k=2/3/4, ConfAdapt 0.99/0.9/0.7 (k_max 16) and lossless verify, ConfAdapt 0.9/0.7 and verify with the
+adaptive mask count (``mask_margin=2``). Prints tokens/s, tokens per forward
 (mean/std over rows), the ratio of tokens/s to ``generate`` at the same batch size, and the share of the decoder's
 wall time spent outside model forwards (Python bookkeeping, cache cropping, acceptance). Each setting is timed
 ``--repeats`` times, interleaved with the others, and the fastest run is reported. Writes ``bench.csv`` and
@@ -38,6 +39,10 @@ STRATEGIES = [
     ("conf_0.9", dict(strategy="conf_adapt", k_max=16, threshold=0.9)),
     ("conf_0.7", dict(strategy="conf_adapt", k_max=16, threshold=0.7)),
     ("verify", dict(strategy="verify", k_max=16, threshold=0.9)),
+    # Adaptive mask count: masks used last pass + 2 (selfdistill.decoding, mask_margin).
+    ("conf_0.9_m2", dict(strategy="conf_adapt", k_max=16, threshold=0.9, mask_margin=2)),
+    ("conf_0.7_m2", dict(strategy="conf_adapt", k_max=16, threshold=0.7, mask_margin=2)),
+    ("verify_m2", dict(strategy="verify", k_max=16, threshold=0.9, mask_margin=2)),
 ]
 
 _TEMPLATES = [

@@ -49,6 +49,8 @@ class ParetoConfig:
     conf_adapt: bool = field(default=True, metadata={"help": "include the ConfAdapt settings (--thresholds)"})
     verify: bool = field(default=True, metadata={"help": "include the lossless verify mode"})
     verify_threshold: float = field(default=0.0, metadata={"help": "draft confidence threshold of verify"})
+    mask_margin: int | None = field(default=None, metadata={
+        "help": "adaptive mask count for ConfAdapt/verify: masks used last pass + this (default: k_max - 1 always)"})
     generate_baseline: bool = field(default=True, metadata={"help": "include plain model.generate"})
     add_mask_token: bool = field(default=False, metadata={
         "help": "give a model without <mtp> an untrained one (step-0 baseline) instead of refusing"})
@@ -108,7 +110,8 @@ def settings(cfg: ParetoConfig):
 
     return sweep_settings(generate=cfg.generate_baseline, static_k=cfg.static_k if cfg.static else (),
                           thresholds=cfg.thresholds if cfg.conf_adapt else (),
-                          k_max=cfg.k_max, verify=cfg.verify, verify_threshold=cfg.verify_threshold)
+                          k_max=cfg.k_max, verify=cfg.verify, verify_threshold=cfg.verify_threshold,
+                          mask_margin=cfg.mask_margin)
 
 
 def resolve_model(name: str) -> str:

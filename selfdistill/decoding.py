@@ -14,6 +14,14 @@ Strategies:
   longest draft prefix equal to the model's own greedy choice, plus the model's correction token. The output
   equals plain greedy decoding (``model.generate(do_sample=False)``) of the same model.
 
+Adaptive mask count (``mask_margin=m``, ``conf_adapt`` and ``verify``): a pass costs roughly its fed tokens, and
+``k_max - 1`` masks are mostly wasted on a model that accepts one or two tokens per pass. With a margin, each row
+appends the number of masks it used in its previous pass (accepted mask predictions / new drafts) plus ``m``,
+at most ``k_max - 1`` (the first pass appends ``k_max - 1``). A row's acceptance is capped at its own reach, so
+batched output still equals each row alone. ``verify`` stays lossless; ``conf_adapt`` differs from the fixed rule
+only where a confident run would have reached past the row's masks, and then the next pass continues it from real
+tokens instead. ``mask_margin=None`` (default) is METHOD.md's fixed ``k_max - 1``.
+
 Batching (exact): each row keeps its own 2-D attention mask over the shared cache slots and explicit
 ``position_ids`` (its count of real tokens). A pass feeds ``[the row's real tokens | pads | masks]`` per row,
 so the masks of every row share the last columns; the pad slots (and, for ``verify``, rejected drafts) stay in
@@ -145,9 +153,14 @@ class _StopStrings:
         return text[:min(cuts)] if cuts else text
 
 
-def _validate(model, rows, *, strategy, k, k_max, threshold, max_new_tokens, mask_token_id):
+def _validate(model, rows, *, strategy, k, k_max, threshold, max_new_tokens, mask_token_id, mask_margin):
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown strategy {strategy!r}; choose from {STRATEGIES}")
+    if mask_margin is not None:
+        if strategy == "static":
+            raise ValueError("mask_margin adapts the mask count of conf_adapt/verify; static k fixes it (k - 1)")
+        if isinstance(mask_margin, bool) or not isinstance(mask_margin, int) or mask_margin < 1:
+            raise ValueError(f"mask_margin must be an int >= 1 (or None for a fixed k_max - 1), got {mask_margin!r}")
     if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be a positive int, got {max_new_tokens!r}")
     if strategy == "static":
@@ -188,7 +201,8 @@ def _validate(model, rows, *, strategy, k, k_max, threshold, max_new_tokens, mas
 def mtp_generate(model, input_ids, attention_mask=None, *, mask_token_id: int | None = None,
                  strategy: str = "conf_adapt", k: int = 1, k_max: int = 16, threshold: float = 0.9,
                  max_new_tokens: int, eos_token_id=None, stop_strings=None, tokenizer=None,
-                 pad_token_id: int | None = None, profile: bool = False) -> MTPOutput:
+                 pad_token_id: int | None = None, mask_margin: int | None = None,
+                 profile: bool = False) -> MTPOutput:
     """Greedy multi-token generation with the ``<mtp>`` mask token; see the module docstring.
 
     Args:
@@ -205,13 +219,16 @@ def mtp_generate(model, input_ids, attention_mask=None, *, mask_token_id: int | 
         stop_strings: str or list; the row stops once its decoded text contains one (needs ``tokenizer``).
         tokenizer: used for ``stop_strings`` and to fill ``MTPOutput.texts``.
         pad_token_id: filler id for pad slots (its value never matters: those slots are masked out).
+        mask_margin: ``None`` = always ``k_max - 1`` masks; an int ``m >= 1`` = per row, the masks it used last
+            pass + ``m`` (at most ``k_max - 1``); see the module docstring.
         profile: synchronise the device around forwards and fill ``MTPOutput.timings``.
     """
     rows = prompt_rows(input_ids, attention_mask)
     if mask_token_id is None:
         mask_token_id = mask_token_id_from(model)
     num_masks, max_pos = _validate(model, rows, strategy=strategy, k=k, k_max=k_max, threshold=threshold,
-                                   max_new_tokens=max_new_tokens, mask_token_id=mask_token_id)
+                                   max_new_tokens=max_new_tokens, mask_token_id=mask_token_id,
+                                   mask_margin=mask_margin)
     eos_ids = _id_set(eos_token_id) if eos_token_id is not None else default_eos_ids(model)
     stopper = _StopStrings(stop_strings, tokenizer) if stop_strings else None
     filler = int(pad_token_id) if pad_token_id is not None else 0
@@ -231,6 +248,7 @@ def mtp_generate(model, input_ids, attention_mask=None, *, mask_token_id: int | 
     pending = [list(r) for r in rows]
     drafts = [0] * num_rows
     pos = [0] * num_rows
+    reach = [num_masks] * num_rows  # masks each row may use this pass (all of them unless mask_margin is set)
     attn = torch.zeros(num_rows, 0, dtype=torch.long, device=device)
     t_forward = t_total = 0.0
     t_start = time.perf_counter()
@@ -242,7 +260,7 @@ def mtp_generate(model, input_ids, attention_mask=None, *, mask_token_id: int | 
         room = max(max_new_tokens - len(outputs[i]) - 1 - m for i, m in zip(active, drafts))
         if max_pos is not None:
             room = min(room, max_pos - max(p + n for p, n in zip(pos, lens)))
-        n_masks = max(0, min(num_masks, room))
+        n_masks = max(0, min(max(reach), room))
         block = width + n_masks
         max_draft = max(drafts)
         n_sel = max_draft + 1 + n_masks
@@ -261,15 +279,15 @@ def mtp_generate(model, input_ids, attention_mask=None, *, mask_token_id: int | 
         sel_rows = [[where[c] for c in row] for row in cols]
         gather = any(r != sel_rows[0] for r in sel_rows) or sel_rows[0] != list(range(len(needed)))
         ids, block_mask, positions, sel, info = [], [], [], [], []
-        for p, n, m, start, row in zip(pending, lens, drafts, pos, sel_rows):
+        for p, n, m, start, row, r in zip(pending, lens, drafts, pos, sel_rows, reach):
             pad = width - n
             ids.append(p + [filler] * pad + [mask_token_id] * n_masks + [0, 0])
             block_mask.append([1] * n + [0] * pad + [1] * n_masks + [0, 0])
             positions.append(list(range(start, start + n)) + [start] * pad
                              + list(range(start + n, start + n + n_masks)) + [0, 0])
             sel.append(row + [0] * (plane - n_sel))
-            # verify bookkeeping: [number of drafts, number of verified tokens fed, the drafts...]
-            info.append([m, n - m] + p[n - m:] + [-1] * (plane - 2 - m))
+            # [number of verify drafts, number of verified tokens fed, masks the row may use, the drafts...]
+            info.append([m, n - m, r] + p[n - m:] + [-1] * (plane - 3 - m))
         planes = [ids, block_mask, positions, sel, info]
         if not contiguous:
             planes.append([needed + [0] * (plane - len(needed))] * len(ids))
@@ -304,6 +322,8 @@ def mtp_generate(model, input_ids, attention_mask=None, *, mask_token_id: int | 
         elif strategy == "conf_adapt":
             top_p = logits.float().softmax(dim=-1).amax(dim=-1)
             counts = conf_adapt_accept(top_p, threshold=threshold)
+            if mask_margin is not None:
+                counts = torch.minimum(counts, inputs[4, :, 2] + 1)
             host = torch.cat([pred, counts[:, None]], dim=1).tolist()
             chunks = [row[:row[-1]] for row in host]
             kept_mask = block_mask_t[:, :width]
@@ -313,12 +333,14 @@ def mtp_generate(model, input_ids, attention_mask=None, *, mask_token_id: int | 
         else:
             m_t, verified = inputs[4, :, 0], inputs[4, :, 1]
             target = pred[:, :max_draft + 1]
-            accepted = verify_accept(inputs[4, :, 2:2 + max_draft], target, m_t)
+            accepted = verify_accept(inputs[4, :, 3:3 + max_draft], target, m_t)
             correction = target.gather(1, accepted[:, None])
             mask_pred = pred[:, max_draft + 1:]
             if n_masks:
                 mask_p = logits[:, max_draft + 1:].float().softmax(dim=-1).amax(dim=-1)
                 n_new = draft_lengths(mask_p, threshold=threshold) * (accepted == m_t)
+                if mask_margin is not None:
+                    n_new = torch.minimum(n_new, inputs[4, :, 2])
             else:
                 n_new = torch.zeros_like(accepted)
             # Rejected drafts become holes: keep the row's verified tokens and its accepted drafts only.
@@ -364,6 +386,9 @@ def mtp_generate(model, input_ids, attention_mask=None, *, mask_token_id: int | 
                 if new_drafts[b] > budget - 1:
                     new_pending[b] = new_pending[b][:budget]
                     new_drafts[b] = budget - 1
+                if mask_margin is not None:
+                    used = new_drafts[b] if strategy == "verify" else len(chunks[b]) - 1
+                    reach[b] = min(num_masks, used + mask_margin)
         pending, drafts = new_pending, new_drafts
         if finished:
             keep = [b for b in range(len(active)) if b not in set(finished)]
@@ -372,6 +397,7 @@ def mtp_generate(model, input_ids, attention_mask=None, *, mask_token_id: int | 
             active = [active[b] for b in keep]
             pending = [pending[b] for b in keep]
             drafts = [drafts[b] for b in keep]
+            reach = [reach[b] for b in keep]
             pos = [pos[b] for b in keep]
             attn = _drop_rows(cache, attn, keep)
 

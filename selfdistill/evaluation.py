@@ -32,21 +32,26 @@ class DecodeSetting:
     k: int = 1
     threshold: float = 0.9
     k_max: int = 16
+    mask_margin: int | None = None  # conf_adapt/verify: adaptive mask count (see selfdistill.decoding)
 
     def __post_init__(self):
         if self.strategy not in STRATEGIES:
             raise ValueError(f"unknown strategy {self.strategy!r}; choose from {STRATEGIES}")
         if self.k < 1 or self.k_max < 1:
             raise ValueError(f"k and k_max must be >= 1 (got k={self.k}, k_max={self.k_max})")
+        if self.mask_margin is not None and (self.strategy not in ("conf_adapt", "verify") or self.mask_margin < 1):
+            raise ValueError(f"mask_margin must be >= 1 and only applies to conf_adapt/verify, got "
+                             f"{self.mask_margin!r} with strategy {self.strategy!r}")
 
     @property
     def name(self) -> str:
         if self.strategy == "static":
             return f"static_k{self.k}"
+        margin = "" if self.mask_margin is None else f"_margin{self.mask_margin}"
         if self.strategy == "conf_adapt":
-            return f"conf_adapt_{self.threshold:g}_kmax{self.k_max}"
+            return f"conf_adapt_{self.threshold:g}_kmax{self.k_max}{margin}"
         if self.strategy == "verify":
-            return f"verify_kmax{self.k_max}"
+            return f"verify_kmax{self.k_max}{margin}"
         return "generate"
 
 
@@ -87,7 +92,7 @@ def decode_batch(model, tokenizer, prompts: Sequence[str], setting: DecodeSettin
 
         out = mtp_generate(model, enc.input_ids, enc.attention_mask, strategy=setting.strategy, k=setting.k,
                            k_max=setting.k_max, threshold=setting.threshold, max_new_tokens=max_new_tokens,
-                           eos_token_id=eos, stop_strings=list(stops) or None, tokenizer=tokenizer)
+                           mask_margin=setting.mask_margin, eos_token_id=eos, stop_strings=list(stops) or None, tokenizer=tokenizer)
         gens = [Generation(text=tokenizer.decode(ids, skip_special_tokens=True), new_tokens=len(ids),
                            forward_passes=passes) for ids, passes in zip(out.sequences, out.forward_passes)]
     for g in gens:

@@ -5,7 +5,7 @@ Importing this module registers the model ``selfdistill`` with lm-eval. Its ``ge
 :class:`selfdistill.evaluation.DecodeSetting` (``generate``, ``static``, ``conf_adapt``, ``verify``) can be
 scored on any generative lm-eval task; loglikelihood requests are plain forward passes (inherited from
 lm-eval's ``HFLM``). model_args: ``pretrained`` (path, hub id, or ``tiny-student``/``tiny-teacher``),
-``strategy``, ``threshold``, ``k``, ``k_max``, ``add_mask_token`` and HFLM's own (``batch_size``, ``dtype``,
+``strategy``, ``threshold``, ``k``, ``k_max``, ``mask_margin``, ``add_mask_token`` and HFLM's own (``batch_size``, ``dtype``,
 ``device``, ...).
 
 Tokens per forward pass (mean and std over requests, prefill counted) and tokens/s per task are kept by the
@@ -45,12 +45,13 @@ class SelfDistillLM(HFLM):
     """HFLM whose ``generate_until`` runs our multi-token decoder (greedy); see the module docstring."""
 
     def __init__(self, pretrained="tiny-student", strategy: str = "conf_adapt", threshold: float = 0.9, k: int = 1,
-                 k_max: int = 16, add_mask_token: bool = False, **kwargs):
+                 k_max: int = 16, mask_margin: int | None = None, add_mask_token: bool = False, **kwargs):
         if isinstance(pretrained, str):
             from selfdistill.tiny import resolve_model_path
 
             pretrained = resolve_model_path(pretrained)
-        self.setting = DecodeSetting(strategy=strategy, k=int(k), threshold=float(threshold), k_max=int(k_max))
+        self.setting = DecodeSetting(strategy=strategy, k=int(k), threshold=float(threshold), k_max=int(k_max),
+                                     mask_margin=None if mask_margin in (None, "", "None") else int(mask_margin))
         kwargs.setdefault("device", "cpu" if not _cuda() else "cuda")
         super().__init__(pretrained=pretrained, **kwargs)
         from selfdistill.mask_token import add_mask_token as add_mask

@@ -37,18 +37,19 @@ PAPER_K_MAX = 16
 #: The two frontiers reported per task: (name, x column, x label). Accuracy is always the y axis.
 FRONTIERS = (("tokens_per_forward", "tokens_per_forward_mean", "tokens per forward pass"),
              ("tokens_per_second", "tokens_per_second", "tokens / s"))
-CSV_COLUMNS = ("task", "setting", "strategy", "k", "threshold", "k_max", "n", "accuracy", "accuracy_stderr",
+CSV_COLUMNS = ("task", "setting", "strategy", "k", "threshold", "k_max", "mask_margin", "n", "accuracy", "accuracy_stderr",
                "tokens_per_forward_mean", "tokens_per_forward_std", "tokens_per_second", "batch_size", "seconds",
                "new_tokens", "forward_passes", "frontier_tokens_per_forward", "frontier_tokens_per_second")
 
 
 def sweep_settings(*, generate: bool = True, static_k: Sequence[int] = PAPER_STATIC_K,
                    thresholds: Sequence[float] = PAPER_THRESHOLDS, k_max: int = PAPER_K_MAX, verify: bool = True,
-                   verify_threshold: float = 0.0) -> list[DecodeSetting]:
+                   verify_threshold: float = 0.0, mask_margin: int | None = None) -> list[DecodeSetting]:
     """The settings of a sweep, in report order: generate baseline, static k, ConfAdapt, verify.
 
     ``verify_threshold`` is the confidence a mask prediction needs to become a draft in lossless mode (0: every
-    mask prediction is drafted; the output is plain greedy decoding whatever it is).
+    mask prediction is drafted; the output is plain greedy decoding whatever it is). ``mask_margin`` gives
+    ConfAdapt and verify the adaptive mask count of :func:`selfdistill.decoding.mtp_generate`.
     """
     for t in thresholds:
         if not 0.0 < t <= 1.0:
@@ -59,9 +60,11 @@ def sweep_settings(*, generate: bool = True, static_k: Sequence[int] = PAPER_STA
         raise ValueError(f"verify_threshold must be in [0, 1], got {verify_threshold}")
     settings = [DecodeSetting(strategy="generate")] if generate else []
     settings += [DecodeSetting(strategy="static", k=k) for k in static_k]
-    settings += [DecodeSetting(strategy="conf_adapt", threshold=t, k_max=k_max) for t in thresholds]
+    settings += [DecodeSetting(strategy="conf_adapt", threshold=t, k_max=k_max, mask_margin=mask_margin)
+                 for t in thresholds]
     if verify:
-        settings.append(DecodeSetting(strategy="verify", threshold=verify_threshold, k_max=k_max))
+        settings.append(DecodeSetting(strategy="verify", threshold=verify_threshold, k_max=k_max,
+                                      mask_margin=mask_margin))
     if not settings:
         raise ValueError("the sweep has no settings: enable generate, static k, thresholds or verify")
     return settings

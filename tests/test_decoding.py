@@ -54,16 +54,19 @@ def left_pad(prompts, pad=0):
 
 
 @torch.no_grad()
-def naive_decode(model, prompt, *, strategy, k=1, k_max=16, threshold=0.9, max_new_tokens, eos=()):
+def naive_decode(model, prompt, *, strategy, k=1, k_max=16, threshold=0.9, max_new_tokens, eos=(),
+                 mask_margin=None):
     """Reference: one row, no KV cache; every pass recomputes prompt + output (+ verify drafts) + masks.
 
+    With ``mask_margin`` a pass appends the masks the previous pass used + the margin (at most ``k_max - 1``).
     Returns (generated ids, tokens emitted per pass).
     """
     full_masks = k - 1 if strategy == "static" else k_max - 1
+    reach = full_masks
     out, drafts, per_pass = [], [], []
     while True:
         remaining = max_new_tokens - len(out)
-        n_masks = min(full_masks, remaining - 1 - len(drafts))
+        n_masks = min(reach, remaining - 1 - len(drafts))
         seq = prompt + out + drafts + [MASK] * n_masks
         probs = model(torch.tensor([seq])).logits[0].softmax(-1)
         top_p, top_i = (t.tolist() for t in probs.max(-1))
@@ -100,6 +103,9 @@ def naive_decode(model, prompt, *, strategy, k=1, k_max=16, threshold=0.9, max_n
         if stop or len(out) >= max_new_tokens:
             return out, per_pass
         drafts = new_drafts[:max_new_tokens - len(out) - 1]
+        if mask_margin is not None:
+            used = len(drafts) if strategy == "verify" else len(chunk) - 1
+            reach = min(full_masks, used + mask_margin)
 
 
 STRATEGY_CASES = [
@@ -111,6 +117,9 @@ STRATEGY_CASES = [
     dict(strategy="conf_adapt", k_max=6, threshold=0.5),
     dict(strategy="verify", k_max=4, threshold=0.0),
     dict(strategy="verify", k_max=16, threshold=0.3),
+    dict(strategy="conf_adapt", k_max=16, threshold=0.5, mask_margin=1),
+    dict(strategy="conf_adapt", k_max=8, threshold=0.7, mask_margin=2),
+    dict(strategy="verify", k_max=16, threshold=0.3, mask_margin=1),
 ]
 
 
@@ -140,11 +149,11 @@ def test_verify_cached_matches_naive_with_accepted_drafts(arch, attn):
     for eps in (0.05, 0.5):
         model = collapsed_model(arch, attn, eps)
         for prompt in make_prompts(3, seed=2):
-            for k_max in (3, 8):
+            for k_max, margin in ((3, None), (8, None), (8, 1)):
                 ref, ref_pass = naive_decode(model, prompt, strategy="verify", k_max=k_max, threshold=0.0,
-                                             max_new_tokens=20, eos=(EOS,))
+                                             max_new_tokens=20, eos=(EOS,), mask_margin=margin)
                 got = mtp_generate(model, torch.tensor([prompt]), strategy="verify", k_max=k_max, threshold=0.0,
-                                   max_new_tokens=20)
+                                   max_new_tokens=20, mask_margin=margin)
                 assert got.sequences[0] == ref
                 assert got.tokens_per_pass[0] == ref_pass
                 counts.update(ref_pass[1:-1])
@@ -163,6 +172,8 @@ def greedy_reference(model, prompt, max_new_tokens):
 def test_greedy_equivalent_strategies_match_generate(arch, attn):
     cases = [dict(strategy="static", k=1), dict(strategy="conf_adapt", threshold=1.01)]
     cases += [dict(strategy="verify", k_max=k_max, threshold=thr) for k_max, thr in ((2, 0.0), (4, 0.5), (16, 0.0))]
+    cases += [dict(strategy="verify", k_max=16, threshold=0.0, mask_margin=1),
+              dict(strategy="conf_adapt", threshold=1.01, mask_margin=2)]
     for model in (peaked_model(arch, attn), collapsed_model(arch, attn, 0.5)):
         for prompt in make_prompts(2, seed=3):
             expected = greedy_reference(model, prompt, 16)
@@ -188,7 +199,8 @@ def test_batched_matches_one_at_a_time(arch, attn):
     prompts = make_prompts(4, seed=4, lo=2, hi=10)
     ids, mask = left_pad(prompts, pad=7)
     cases = [dict(strategy="static", k=2), dict(strategy="conf_adapt", k_max=8, threshold=0.5),
-             dict(strategy="conf_adapt", k_max=16, threshold=0.7), dict(strategy="verify", k_max=4, threshold=0.0)]
+             dict(strategy="conf_adapt", k_max=16, threshold=0.7), dict(strategy="verify", k_max=4, threshold=0.0),
+             dict(strategy="conf_adapt", k_max=16, threshold=0.5, mask_margin=1)]
     for case in cases:
         eos = _choose_eos(mtp_generate(model, ids, mask, max_new_tokens=16, eos_token_id=NO_EOS, **case).sequences)
         singles = [mtp_generate(model, torch.tensor([p]), max_new_tokens=16, eos_token_id=eos, **case)
@@ -207,13 +219,49 @@ def test_batched_verify_with_accepted_drafts(attn):
     model = collapsed_model("qwen3", attn, 0.5)
     prompts = make_prompts(4, seed=5, lo=2, hi=9)
     ids, mask = left_pad(prompts)
-    singles = [mtp_generate(model, torch.tensor([p]), strategy="verify", k_max=8, threshold=0.0,
-                            max_new_tokens=18) for p in prompts]
-    batched = mtp_generate(model, ids, mask, strategy="verify", k_max=8, threshold=0.0, max_new_tokens=18)
-    assert batched.sequences == [s.sequences[0] for s in singles]
-    assert batched.tokens_per_pass == [s.tokens_per_pass[0] for s in singles]
-    for p, seq in zip(prompts, batched.sequences):
-        assert seq == greedy_reference(model, p, 18)
+    for margin in (None, 1):
+        singles = [mtp_generate(model, torch.tensor([p]), strategy="verify", k_max=8, threshold=0.0,
+                                max_new_tokens=18, mask_margin=margin) for p in prompts]
+        batched = mtp_generate(model, ids, mask, strategy="verify", k_max=8, threshold=0.0, max_new_tokens=18,
+                               mask_margin=margin)
+        assert batched.sequences == [s.sequences[0] for s in singles]
+        assert batched.tokens_per_pass == [s.tokens_per_pass[0] for s in singles]
+        for p, seq in zip(prompts, batched.sequences):
+            assert seq == greedy_reference(model, p, 18)
+
+
+class _CountFedTokens:
+    """Counts forward passes and the tokens fed to them (masks included)."""
+
+    def __init__(self, model):
+        self.passes = self.tokens = 0
+        model.register_forward_pre_hook(self, with_kwargs=True)
+
+    def __call__(self, module, args, kwargs):
+        self.passes += 1
+        self.tokens += kwargs["input_ids"].shape[-1]
+
+
+def test_mask_margin_feeds_fewer_masks_and_full_margin_is_the_fixed_rule():
+    model = peaked_model.__wrapped__("llama", "sdpa")
+    counter = _CountFedTokens(model)
+    common = dict(strategy="conf_adapt", k_max=16, threshold=0.7, max_new_tokens=24, eos_token_id=NO_EOS)
+    for prompt in make_prompts(3, seed=12):
+        fixed = mtp_generate(model, [prompt], **common)
+        assert mtp_generate(model, [prompt], mask_margin=15, **common).sequences == fixed.sequences
+        counter.tokens = 0
+        adaptive = mtp_generate(model, [prompt], mask_margin=1, **common)
+        # By hand: pass p feeds the previous pass's tokens + min(reach, room) masks, where the reach is 15 on the
+        # prefill and afterwards (mask predictions accepted last pass) + 1.
+        emitted, reach, expected = 0, 15, len(prompt)
+        for n in adaptive.tokens_per_pass[0]:
+            expected += min(reach, 24 - emitted - 1)
+            emitted += n
+            reach = min(15, n - 1 + 1)
+        expected += emitted - adaptive.tokens_per_pass[0][-1]
+        assert counter.tokens == expected
+        assert len(adaptive.sequences[0]) == 24
+    assert counter.passes > 0
 
 
 def test_padding_side_does_not_matter():
@@ -327,6 +375,9 @@ def test_bad_inputs_raise_before_any_forward():
         mtp_generate(model, [[1, 2]], strategy="beam", max_new_tokens=3)
     with pytest.raises(ValueError, match="max_new_tokens"):
         mtp_generate(model, [[1, 2]], max_new_tokens=0)
+    for strategy, margin in (("static", 1), ("conf_adapt", 0), ("verify", True), ("conf_adapt", 1.5)):
+        with pytest.raises(ValueError, match="mask_margin"):
+            mtp_generate(model, [[1, 2]], strategy=strategy, k=2, mask_margin=margin, max_new_tokens=3)
     no_mask = tiny_model("llama", with_mask_token=False)
     no_mask_counter = _CountForwards(no_mask)
     with pytest.raises(ValueError, match="mask token"):

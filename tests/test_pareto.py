@@ -118,6 +118,7 @@ def test_replaced_checkpoint_at_the_same_path_is_not_served_stale_results(pareto
     ({"bbh_subtasks": ["navigate"]}, "bbh suite is not among"),
     ({"device": "gpu"}, "unknown device"),
     ({"static_k": [], "thresholds": [], "verify": False, "generate_baseline": False}, "no settings"),
+    ({"mask_margin": 0}, "mask_margin"),
 ])
 def test_bad_arguments_fail_before_any_model_loading(pareto, tmp_path, monkeypatch, over, match):
     def no_loading(*a, **k):
@@ -166,3 +167,14 @@ def test_baseline_only_grid_needs_no_mask_token(pareto):
         args=["--static", "False", "--conf_adapt", "False", "--no_verify", "--no_generate_baseline"])
     with pytest.raises(ValueError, match="no settings"):
         pareto.check_config(cfg)
+
+
+def test_mask_margin_flag_reaches_conf_adapt_and_verify_only(pareto):
+    from transformers import HfArgumentParser
+
+    (cfg,) = HfArgumentParser(pareto.ParetoConfig).parse_args_into_dataclasses(
+        args=["--static_k", "2", "--thresholds", "0.9", "--mask_margin", "2"])
+    names = [s.name for s in pareto.settings(cfg)]
+    assert names == ["generate", "static_k2", "conf_adapt_0.9_kmax16_margin2", "verify_kmax16_margin2"]
+    (cfg,) = HfArgumentParser(pareto.ParetoConfig).parse_args_into_dataclasses(args=["--thresholds", "0.9"])
+    assert cfg.mask_margin is None and "conf_adapt_0.9_kmax16" in [s.name for s in pareto.settings(cfg)]
