@@ -89,13 +89,18 @@ def first_stop_index(raw: torch.Tensor, *, stop_token_ids: tuple[int, ...] = (),
     return torch.where(stop, idx, torch.full_like(idx, n)).min(dim=1).values
 
 
-def region_keep(layout: Layout, first_stop: torch.Tensor) -> torch.Tensor:
+def region_keep(layout: Layout, first_stop: torch.Tensor, target_mask: torch.Tensor | None = None) -> torch.Tensor:
     """bool[B, R]: region kept iff its first target comes no later than the first stop (METHOD.md 3.6).
 
-    So the region whose chunk contains the first EOS/pad is kept and every later one is dropped.
+    So the region whose chunk contains the first EOS/pad is kept and every later one is dropped. With
+    ``target_mask`` (bool[B, N], e.g. True on completion tokens), a region also needs its first target there:
+    completion-only training drops regions that would predict prompt text.
     """
     first_target = layout.target_index[layout.pred_slots[:, 0]].to(first_stop.device)  # [R]
-    return first_target[None, :] <= first_stop[:, None]
+    keep = first_target[None, :] <= first_stop[:, None]
+    if target_mask is not None:
+        keep &= target_mask.to(first_stop.device).bool()[:, first_target]
+    return keep
 
 
 def forward_slots(model, input_ids: torch.Tensor, layout: Layout, slots: torch.Tensor | None) -> torch.Tensor:
@@ -114,7 +119,8 @@ def forward_slots(model, input_ids: torch.Tensor, layout: Layout, slots: torch.T
 
 def distill_step(student, teacher, raw: torch.Tensor, *, layout: Layout, mask_token_id: int,
                  loss_mode: str = "hard_ce", ntp_weight: float = 0.0, entropy_beta: float = 0.0,
-                 stop_token_ids: tuple[int, ...] = (), valid: torch.Tensor | None = None) -> StepOutput:
+                 stop_token_ids: tuple[int, ...] = (), valid: torch.Tensor | None = None,
+                 target_mask: torch.Tensor | None = None) -> StepOutput:
     """The full per-step computation of METHOD.md section 3 on one micro-batch.
 
     Args:
@@ -128,6 +134,8 @@ def distill_step(student, teacher, raw: torch.Tensor, *, layout: Layout, mask_to
         entropy_beta: weight of the student-entropy penalty on the prediction slots.
         stop_token_ids: EOS/pad ids after which regions are pruned (empty with packing, where EOS separates rows).
         valid: bool[B, N], False on padding; padding always prunes.
+        target_mask: bool[B, N] or None; regions (and prefix-NTP targets) count only where it is True at their
+            first target (completion-only training: True on the target side of each row).
     """
     if loss_mode not in LOSS_MODES:
         raise ValueError(f"unknown loss mode {loss_mode!r}; choose from {LOSS_MODES}")
@@ -138,7 +146,7 @@ def distill_step(student, teacher, raw: torch.Tensor, *, layout: Layout, mask_to
     pred = layout.pred_slots.reshape(-1)  # [R*k]
     targets = raw[:, layout.target_index[pred].to(raw.device)].reshape(b, r, k)
     first_stop = first_stop_index(raw, stop_token_ids=stop_token_ids, valid=valid)
-    keep = region_keep(layout, first_stop)  # [B, R]
+    keep = region_keep(layout, first_stop, target_mask)  # [B, R]
     weight = keep[:, :, None].expand(b, r, k)
 
     # Student pass: logits only where needed (all slots when the prefix NTP term wants the real ones).
@@ -163,6 +171,8 @@ def distill_step(student, teacher, raw: torch.Tensor, *, layout: Layout, mask_to
         real = (~layout.is_mask).to(raw.device)
         tgt_idx = layout.target_index.to(raw.device)[real]  # [n_real]
         ntp_w = tgt_idx[None, :] <= first_stop[:, None]
+        if target_mask is not None:
+            ntp_w &= target_mask.bool()[:, tgt_idx]
         ntp = weighted_mean(token_ce(all_logits[:, real], raw[:, tgt_idx]), ntp_w)
         loss = loss + ntp_weight * ntp
         stats["ntp_loss"] = _pair(ntp.detach(), 1)

@@ -66,6 +66,9 @@ class DistillConfig(TrainingArguments):
     teacher_dtype: str = field(default="auto", metadata={"help": f"Teacher dtype, one of {tuple(DTYPES)} (auto: student's)."})
     attn_implementation: str = field(default="sdpa", metadata={"help": f"One of {ATTN_IMPLEMENTATIONS}."})
     chat_template: bool = field(default=False, metadata={"help": "Wrap prompts in the tokenizer's chat template."})
+    completion_only_loss: bool = field(default=False, metadata={
+        "help": "Only regions whose first target is on a row's target side count (as SFT's completion-only loss); "
+                "for teachers that never learnt to model prompts. Off: every region (METHOD.md)."})
     packing: bool = field(default=False, metadata={
         "help": "Concatenate rows (EOS-separated) into full windows; off: one row per window, regions after its EOS pruned."})
     num_reserved_mask_tokens: int = field(default=32, metadata={"help": "Mask ids reserved (the first is used)."})
@@ -215,11 +218,15 @@ class DistillTrainer(Trainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         """The two-pass distillation loss on one micro-batch (``num_items_in_batch`` is unused: per-batch mean)."""
         training = model.training
+        if self.args.completion_only_loss and "completion" not in inputs:
+            raise ValueError("completion_only_loss needs a 'completion' column in the batches (training_windows "
+                             "writes one); this dataset has only " + ", ".join(inputs))
         layout = self._layout_for(training)
         out = distill_step(model, self.teacher, inputs["input_ids"], layout=layout, mask_token_id=self.mask_token_id,
                            loss_mode=self.args.loss_mode, ntp_weight=self.args.ntp_weight,
                            entropy_beta=self.args.entropy_beta, stop_token_ids=self.stop_token_ids,
-                           valid=inputs.get("valid"))
+                           valid=inputs.get("valid"),
+                           target_mask=inputs.get("completion") if self.args.completion_only_loss else None)
         self._accumulate("train" if training else "eval", out.stats, layout, inputs["input_ids"].shape[0])
         return (out.loss, out) if return_outputs else out.loss
 

@@ -17,6 +17,7 @@ Data sources (:func:`load_rows`): ``synthetic`` (the embedded world), ``metamath
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterable, Sequence
 
@@ -26,61 +27,91 @@ import numpy as np
 from selfdistill.prompts import SCHEMA, apply_chat_template, render_training_text
 
 SPLITS = ("train", "validation")
+logger = logging.getLogger(__name__)
 
 
-def row_token_ids(row: dict, tokenizer, *, chat_template: bool = False) -> list[int]:
-    """Token ids of ``prompt + target`` for one normalised row, ending with EOS.
+def row_tokens(row: dict, tokenizer, *, chat_template: bool = False) -> tuple[list[int], int]:
+    """Token ids of ``prompt + target`` for one normalised row, ending with EOS, and the prompt's token count.
 
     Plain: the tokenizer's own special tokens (e.g. a BOS) are added as for any text; chat: the template already
-    writes them, so none are added again.
+    writes them, so none are added again. The prompt/target boundary is read from the fast tokenizer's character
+    offsets (a token that starts inside the prompt, special tokens included, is a prompt token); slow tokenizers
+    count the prompt's own tokens.
     """
     prompt, target = render_training_text(row)
     if chat_template:
-        ids = tokenizer(apply_chat_template(prompt, tokenizer) + target, add_special_tokens=False)["input_ids"]
+        prompt = apply_chat_template(prompt, tokenizer)
+    specials = not chat_template
+    if getattr(tokenizer, "is_fast", False):
+        enc = tokenizer(prompt + target, add_special_tokens=specials, return_offsets_mapping=True)
+        n_prompt = sum(1 for start, _ in enc["offset_mapping"] if start < len(prompt))
     else:
-        ids = tokenizer(prompt + target)["input_ids"]
+        enc = tokenizer(prompt + target, add_special_tokens=specials)
+        n_prompt = len(tokenizer(prompt, add_special_tokens=specials)["input_ids"])
+    ids = list(enc["input_ids"])
     eos = _eos_id(tokenizer)
-    return list(ids) if ids and ids[-1] == eos else list(ids) + [eos]
+    return (ids if ids and ids[-1] == eos else ids + [eos]), n_prompt
 
 
-def build_windows(sequences: Iterable[Sequence[int]], *, window: int, pad_id: int, packing: bool
-                  ) -> dict[str, np.ndarray]:
+def build_windows(sequences: Iterable[Sequence[int]], *, window: int, pad_id: int, packing: bool,
+                  prompt_lengths: Sequence[int] | None = None) -> dict[str, np.ndarray]:
     """Cut token sequences into ``window``-long rows.
 
-    Returns ``{"input_ids": int64[n, window], "valid": bool[n, window]}`` (``valid`` False on padding).
+    Returns ``{"input_ids": int64[n, window], "valid": bool[n, window], "completion": bool[n, window],
+    "truncated_rows": int}``: ``valid`` is False on padding; ``completion`` is ``valid`` minus each sequence's first
+    ``prompt_lengths[i]`` tokens (all of ``valid`` without ``prompt_lengths``); ``truncated_rows`` counts rows cut
+    at the window without packing.
     """
     if window < 2:
         raise ValueError(f"window must be >= 2 tokens, got {window}")
     seqs = [np.asarray(s, dtype=np.int64) for s in sequences]
-    seqs = [s for s in seqs if s.size]
+    lengths = [0] * len(seqs) if prompt_lengths is None else list(prompt_lengths)
+    if len(lengths) != len(seqs):
+        raise ValueError(f"{len(lengths)} prompt lengths for {len(seqs)} sequences")
+    comps = [np.arange(s.size) >= n for s, n in zip(seqs, lengths)]
+    seqs, comps = [s for s in seqs if s.size], [c for s, c in zip(seqs, comps) if s.size]
     if not seqs:
         raise ValueError("no non-empty token sequences to build training windows from")
     if packing:
-        flat = np.concatenate(seqs)
+        flat, flat_comp = np.concatenate(seqs), np.concatenate(comps)
         n = -(-flat.size // window)
         ids = np.full(n * window, pad_id, dtype=np.int64)
         ids[: flat.size] = flat
         valid = np.zeros(n * window, dtype=bool)
         valid[: flat.size] = True
-        return {"input_ids": ids.reshape(n, window), "valid": valid.reshape(n, window)}
+        completion = np.zeros(n * window, dtype=bool)
+        completion[: flat.size] = flat_comp
+        return {"input_ids": ids.reshape(n, window), "valid": valid.reshape(n, window),
+                "completion": completion.reshape(n, window), "truncated_rows": 0}
     ids = np.full((len(seqs), window), pad_id, dtype=np.int64)
     valid = np.zeros((len(seqs), window), dtype=bool)
-    for i, s in enumerate(seqs):
-        s = s[:window]
+    completion = np.zeros((len(seqs), window), dtype=bool)
+    for i, (s, c) in enumerate(zip(seqs, comps)):
+        s, c = s[:window], c[:window]
         ids[i, : s.size] = s
         valid[i, : s.size] = True
-    return {"input_ids": ids, "valid": valid}
+        completion[i, : s.size] = c
+    truncated = sum(s.size > window for s in seqs)
+    return {"input_ids": ids, "valid": valid, "completion": completion, "truncated_rows": int(truncated)}
 
 
 def training_windows(rows: datasets.Dataset, tokenizer, *, window: int, packing: bool, chat_template: bool = False
                      ) -> datasets.Dataset:
-    """A torch-formatted dataset of ``input_ids`` long[window] and ``valid`` bool[window] built from ``rows``."""
+    """A torch-formatted dataset of ``input_ids`` long[window], ``valid`` and ``completion`` bool[window] built from
+    ``rows`` (``completion``: the target side of each row, EOS included; see :func:`build_windows`)."""
     missing = [c for c in SCHEMA if c not in rows.column_names]
     if missing:
         raise ValueError(f"dataset lacks the normalised columns {missing}; expected {SCHEMA}")
-    seqs = (row_token_ids(row, tokenizer, chat_template=chat_template) for row in rows)
-    arrays = build_windows(seqs, window=window, pad_id=_pad_id(tokenizer), packing=packing)
-    ds = datasets.Dataset.from_dict({"input_ids": arrays["input_ids"].tolist(), "valid": arrays["valid"].tolist()})
+    tokenized = [row_tokens(row, tokenizer, chat_template=chat_template) for row in rows]
+    if not tokenized:
+        raise ValueError("no rows to build training windows from")
+    seqs, prompt_lengths = zip(*tokenized)
+    arrays = build_windows(seqs, window=window, pad_id=_pad_id(tokenizer), packing=packing,
+                           prompt_lengths=prompt_lengths)
+    if arrays["truncated_rows"]:
+        logger.warning("%d of %d rows are longer than the %d-token window and were cut (use packing or a longer "
+                       "seq_len to keep their tails)", arrays["truncated_rows"], len(seqs), window)
+    ds = datasets.Dataset.from_dict({name: arrays[name].tolist() for name in ("input_ids", "valid", "completion")})
     return ds.with_format("torch")
 
 

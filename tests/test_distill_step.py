@@ -81,6 +81,26 @@ def test_eos_pruning_keeps_region_containing_first_stop():
     assert region_keep(lay, first_stop_index(raw)).all()
 
 
+def test_completion_only_keeps_regions_whose_first_target_is_a_completion_token():
+    lay = build_layout(18, 3, 3)  # first targets of the regions: 4, 8, 12
+    raw = _raw(2, lay.num_source_tokens)
+    completion = torch.zeros_like(raw, dtype=torch.bool)
+    completion[0, 8:] = True  # prompt = raw[0, :8]: region 0 predicts prompt tokens 4..6
+    completion[1, 4:] = True  # prompt ends right before region 0's first target: all count
+    n = raw.shape[1]
+    no_stop = torch.full((2,), n)
+    assert region_keep(lay, no_stop, completion).tolist() == [[False, True, True], [True, True, True]]
+    # combined with EOS pruning: both must hold
+    assert region_keep(lay, torch.tensor([9, n]), completion).tolist() == [[False, True, False], [True, True, True]]
+    student, teacher = tiny_model(seed=1), tiny_model(seed=2)
+    out = distill_step(student, teacher, raw, layout=lay, mask_token_id=96, target_mask=completion, ntp_weight=1.0)
+    assert out.keep.tolist() == [[False, True, True], [True, True, True]]
+    kept = out.keep[:, :, None].expand(-1, -1, 3)
+    ce = token_ce(out.student_logits, out.teacher_logits.argmax(-1))
+    ntp = out.stats["ntp_loss"][0]
+    torch.testing.assert_close(out.loss - ntp, ce[kept].mean())
+
+
 def test_pruned_regions_do_not_touch_the_loss():
     student, teacher = tiny_model(seed=1), tiny_model(seed=2)
     lay = build_layout(18, 3, 3)

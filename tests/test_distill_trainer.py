@@ -127,6 +127,18 @@ def test_unpacked_rows_prune_regions_after_eos(tokenizer, tmp_path):
     assert trainer.stop_token_ids == (tokenizer.pad_token_id, tokenizer.eos_token_id) and min(kept) < 1.0
 
 
+def test_completion_only_loss_drops_regions_that_predict_prompts(tokenizer, tmp_path):
+    common = dict(packing=False, max_steps=2, k_min=3, k_max=3, seq_len=12, num_regions=3, random_offset=False)
+    every = _train(tokenizer, tmp_path / "all", **common)
+    only = _train(tokenizer, tmp_path / "completion", completion_only_loss=True, **common)
+    kept = [[h["kept_regions"] for h in t.state.log_history if "kept_regions" in h] for t in (every, only)]
+    assert max(kept[1]) < min(kept[0])  # the first region of a 12-slot window predicts prompt tokens
+    cfg = _cfg(tmp_path / "x", completion_only_loss=True)
+    train = training_windows(_rows(), tokenizer, window=cfg.window_tokens, packing=True).remove_columns("completion")
+    with pytest.raises(ValueError, match="'completion' column"):
+        run_distillation(cfg, model=_model(tokenizer), tokenizer=copy.deepcopy(tokenizer), train_dataset=train)
+
+
 def test_k_and_offset_sampling_is_stateless_and_rank_shared():
     cfg = _cfg("/tmp/unused", k_min=2, k_max=5, seq_len=30, num_regions=3)
     draws = [sample_chunk_and_offset(cfg, step=s) for s in range(200)]
@@ -189,6 +201,26 @@ def test_windows_packing_and_padding():
     out = build_windows([[1, 2, 3, 4, 5], [6]], window=3, pad_id=9, packing=False)
     assert out["input_ids"].tolist() == [[1, 2, 3], [6, 9, 9]]
     assert out["valid"].tolist() == [[True] * 3, [True, False, False]]
+
+
+def test_windows_mark_the_completion_side_of_each_row():
+    out = build_windows([[1, 2, 3], [4, 5]], window=4, pad_id=0, packing=True, prompt_lengths=[2, 1])
+    assert out["completion"].tolist() == [[False, False, True, False], [True, False, False, False]]
+    out = build_windows([[1, 2, 3, 4, 5], [6]], window=3, pad_id=9, packing=False, prompt_lengths=[1, 0])
+    assert out["completion"].tolist() == [[False, True, True], [True, False, False]]
+    assert out["truncated_rows"] == 1
+    with pytest.raises(ValueError, match="prompt lengths"):
+        build_windows([[1, 2]], window=3, pad_id=0, packing=False, prompt_lengths=[1, 1])
+
+
+def test_row_tokens_split_prompt_from_target(tokenizer):
+    from selfdistill.training_data import row_tokens
+
+    for row in _rows(5):
+        ids, n_prompt = row_tokens(row, tokenizer)
+        prompt, target = render_training_text(row)
+        assert tokenizer.decode(ids[:n_prompt]) == prompt
+        assert tokenizer.decode(ids[n_prompt:-1]) == target and ids[-1] == tokenizer.eos_token_id
 
 
 def test_training_windows_end_rows_with_eos(tokenizer):
