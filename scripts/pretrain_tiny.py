@@ -38,6 +38,7 @@ class PretrainConfig:
     learning_rate: float = 1.5e-3
     warmup_steps: int = 100
     num_threads: int = 2
+    bf16: bool = field(default=False, metadata={"help": "bf16 autocast, fp32 weights (~1.5x faster on AVX512-BF16 CPUs)"})
     init_from: str = field(default="", metadata={"help": "continue from this checkpoint (its tokenizer is kept)"})
 
 
@@ -79,7 +80,7 @@ def main(cfg: PretrainConfig, shape: TinyModelShape = TinyModelShape()) -> Path:
         output_dir=str(out / "_trainer"), max_steps=cfg.max_steps, per_device_train_batch_size=cfg.batch_size,
         learning_rate=cfg.learning_rate, lr_scheduler_type="cosine", warmup_steps=cfg.warmup_steps,
         weight_decay=0.01, adam_beta2=0.98, max_grad_norm=1.0, logging_steps=50, save_strategy="no",
-        report_to="none", seed=cfg.seed, data_seed=cfg.seed, use_cpu=True, dataloader_num_workers=0,
+        report_to="none", bf16=cfg.bf16, seed=cfg.seed, data_seed=cfg.seed, use_cpu=True, dataloader_num_workers=0,
         train_sampling_strategy="group_by_length", disable_tqdm=False)
     collator = DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100)
     trainer = Trainer(model=model, args=args, train_dataset=train, data_collator=collator)
