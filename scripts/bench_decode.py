@@ -11,6 +11,7 @@ wall time spent outside model forwards (Python bookkeeping, cache cropping, acce
 Launch:
     .venv/bin/python scripts/bench_decode.py --limit 4 --max-new-tokens 32 --out results/bench_decode/
     .venv/bin/python scripts/bench_decode.py --model CKPT_DIR --prompts prompts.jsonl --out results/bench_decode/
+    .venv/bin/python scripts/bench_decode.py --model tiny-student --suite synthetic --out results/bench_decode/x
     .venv/bin/python scripts/bench_decode.py --random-llama 256,6 --out results/bench_decode/  # untrained model
 Default model: the shipped tiny teacher (:func:`selfdistill.tiny.teacher_path`) if present, else a random
 tiny Llama. A checkpoint without the ``<mtp>`` mask id gets one (``add_mask_token``) so masks can be fed; the
@@ -60,6 +61,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="benchmark a random Llama of this shape instead (vocab --random-vocab)")
     p.add_argument("--random-vocab", type=int, default=8192)
     p.add_argument("--prompts", type=Path, help="JSONL file; each line has a 'prompt' (or 'text'/'question') field")
+    p.add_argument("--suite", help="take zero-shot prompts from this task suite instead (e.g. synthetic, bbh_learnt: "
+                                   "what the tiny models were trained on), spread evenly over its subtasks")
     p.add_argument("--limit", type=int, default=32, help="number of prompts (default 32)")
     p.add_argument("--max-new-tokens", type=int, default=64)
     p.add_argument("--batch-sizes", default="1,16", help="comma-separated (default 1,16)")
@@ -84,7 +87,11 @@ def load_model(cfg):
                            num_heads=max(1, hidden // 64), num_kv_heads=max(1, hidden // 128), max_positions=4096)
         return model.to(cfg.device), None, f"random llama hidden={hidden} layers={layers} vocab={cfg.random_vocab}"
     path = cfg.model
-    if path is None:
+    if path is not None:
+        from selfdistill.tiny import resolve_model_path
+
+        path = resolve_model_path(path)  # tiny-teacher / tiny-student aliases
+    else:
         try:
             from selfdistill.tiny import teacher_path
 
@@ -104,7 +111,13 @@ def load_model(cfg):
 
 
 def load_prompts(cfg, tokenizer, vocab_size: int) -> list[list[int]]:
-    if cfg.prompts is not None:
+    if cfg.suite is not None:
+        from selfdistill.prompts import render_prompt
+        from selfdistill.task_suites import suite_rows
+
+        rows = suite_rows(cfg.suite, limit=cfg.limit)
+        texts = [render_prompt(row) for row in rows[::max(1, len(rows) // cfg.limit)][:cfg.limit]]
+    elif cfg.prompts is not None:
         texts = []
         for line in cfg.prompts.read_text().splitlines():
             if line.strip():

@@ -1,0 +1,29 @@
+"""Smoke test of scripts/bench_decode.py: it runs end to end on the shipped student and reports every setting."""
+
+import csv
+import importlib.util
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _load_script():
+    spec = importlib.util.spec_from_file_location("bench_decode", REPO / "scripts" / "bench_decode.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_bench_decode_on_suite_prompts(tmp_path):
+    bench = _load_script()
+    cfg = bench.parse_args(["--model", "tiny-student", "--suite", "synthetic", "--limit", "3", "--max-new-tokens", "6",
+                            "--batch-sizes", "1,2", "--repeats", "1", "--only", "static_k2,conf_0.9_m2",
+                            "--num-threads", "1", "--out", str(tmp_path)])
+    rows = bench.main(cfg)
+    assert [(r["batch_size"], r["strategy"]) for r in rows] == [
+        (b, s) for b in (1, 2) for s in ("generate", "static_k2", "conf_0.9_m2")]
+    assert all(r["prompts"] == 3 and r["new_tokens"] > 0 for r in rows)
+    assert all(r["ratio_to_generate"] == 1.0 for r in rows if r["strategy"] == "generate")
+    with open(tmp_path / "bench.csv") as f:
+        assert len(list(csv.DictReader(f))) == len(rows)
+    assert (tmp_path / "bench.json").is_file()
