@@ -72,6 +72,12 @@ def test_model_without_mask_token_is_refused_unless_asked(tmp_path):
                        dtype="float32")
     assert lm.model.config.mtp_mask_token_id is not None
     SelfDistillLM(pretrained=str(plain), strategy="static", k=1, device="cpu", dtype="float32")  # no mask needed
+    # model_args arrive as strings: mask_margin is parsed, and checked like any DecodeSetting
+    lm = SelfDistillLM(pretrained=str(plain), strategy="verify", add_mask_token=True, mask_margin="2", device="cpu",
+                       dtype="float32")
+    assert lm.setting.mask_margin == 2 and lm.setting.name == "verify_kmax16_margin2"
+    with pytest.raises(ValueError, match="mask_margin"):
+        SelfDistillLM(pretrained=str(plain), strategy="static", k=2, mask_margin=2, device="cpu", dtype="float32")
 
 
 def _load_task_yaml(path):
