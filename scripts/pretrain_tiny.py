@@ -38,7 +38,8 @@ class PretrainConfig:
     learning_rate: float = 1.5e-3
     warmup_steps: int = 100
     num_threads: int = 2
-    bf16: bool = field(default=False, metadata={"help": "bf16 autocast, fp32 weights (~1.5x faster on AVX512-BF16 CPUs)"})
+    bf16: bool = field(default=False, metadata={
+        "help": "bf16 autocast, fp32 weights (~1.5x faster on AVX512-BF16 CPUs)"})
     init_from: str = field(default="", metadata={"help": "continue from this checkpoint (its tokenizer is kept)"})
 
 

@@ -42,7 +42,8 @@ from dataclasses import dataclass, field
 import torch
 from transformers import DynamicCache
 
-from selfdistill.acceptance import conf_adapt_accept, draft_lengths, static_accept, verify_accept
+from selfdistill.acceptance import (check_mask_margin, conf_adapt_accept, draft_lengths, static_accept,
+                                    verify_accept)
 from selfdistill.mask_token import mask_token_id_from
 
 STRATEGIES = ("static", "conf_adapt", "verify")
@@ -156,11 +157,7 @@ class _StopStrings:
 def _validate(model, rows, *, strategy, k, k_max, threshold, max_new_tokens, mask_token_id, mask_margin):
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown strategy {strategy!r}; choose from {STRATEGIES}")
-    if mask_margin is not None:
-        if strategy == "static":
-            raise ValueError("mask_margin adapts the mask count of conf_adapt/verify; static k fixes it (k - 1)")
-        if isinstance(mask_margin, bool) or not isinstance(mask_margin, int) or mask_margin < 1:
-            raise ValueError(f"mask_margin must be an int >= 1 (or None for a fixed k_max - 1), got {mask_margin!r}")
+    check_mask_margin(strategy, mask_margin)
     if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be a positive int, got {max_new_tokens!r}")
     if strategy == "static":

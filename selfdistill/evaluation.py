@@ -19,6 +19,7 @@ import torch
 
 from rewards import grade, grader_for_task
 from rewards.graders import EXTRACTORS
+from selfdistill.acceptance import check_mask_margin
 from selfdistill.prompts import apply_chat_template, fewshot_prefix_for, render_prompt, stop_strings
 
 STRATEGIES = ("generate", "static", "conf_adapt", "verify")
@@ -39,9 +40,7 @@ class DecodeSetting:
             raise ValueError(f"unknown strategy {self.strategy!r}; choose from {STRATEGIES}")
         if self.k < 1 or self.k_max < 1:
             raise ValueError(f"k and k_max must be >= 1 (got k={self.k}, k_max={self.k_max})")
-        if self.mask_margin is not None and (self.strategy not in ("conf_adapt", "verify") or self.mask_margin < 1):
-            raise ValueError(f"mask_margin must be >= 1 and only applies to conf_adapt/verify, got "
-                             f"{self.mask_margin!r} with strategy {self.strategy!r}")
+        check_mask_margin(self.strategy, self.mask_margin)
 
     @property
     def name(self) -> str:
@@ -92,7 +91,8 @@ def decode_batch(model, tokenizer, prompts: Sequence[str], setting: DecodeSettin
 
         out = mtp_generate(model, enc.input_ids, enc.attention_mask, strategy=setting.strategy, k=setting.k,
                            k_max=setting.k_max, threshold=setting.threshold, max_new_tokens=max_new_tokens,
-                           mask_margin=setting.mask_margin, eos_token_id=eos, stop_strings=list(stops) or None, tokenizer=tokenizer)
+                           mask_margin=setting.mask_margin, eos_token_id=eos, stop_strings=list(stops) or None,
+                           tokenizer=tokenizer)
         gens = [Generation(text=tokenizer.decode(ids, skip_special_tokens=True), new_tokens=len(ids),
                            forward_passes=passes) for ids, passes in zip(out.sequences, out.forward_passes)]
     for g in gens:

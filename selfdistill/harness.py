@@ -5,8 +5,8 @@ Importing this module registers the model ``selfdistill`` with lm-eval. Its ``ge
 :class:`selfdistill.evaluation.DecodeSetting` (``generate``, ``static``, ``conf_adapt``, ``verify``) can be
 scored on any generative lm-eval task; loglikelihood requests are plain forward passes (inherited from
 lm-eval's ``HFLM``). model_args: ``pretrained`` (path, hub id, or ``tiny-student``/``tiny-teacher``),
-``strategy``, ``threshold``, ``k``, ``k_max``, ``mask_margin``, ``add_mask_token`` and HFLM's own (``batch_size``, ``dtype``,
-``device``, ...).
+``strategy``, ``threshold``, ``k``, ``k_max``, ``mask_margin``, ``add_mask_token`` and HFLM's own
+(``batch_size``, ``dtype``, ``device``, ...).
 
 Tokens per forward pass (mean and std over requests, prefill counted) and tokens/s per task are kept by the
 model, reported in ``results["config"]["selfdistill_decoding"]`` by lm-eval itself (via ``get_model_info``) and

@@ -37,9 +37,10 @@ PAPER_K_MAX = 16
 #: The two frontiers reported per task: (name, x column, x label). Accuracy is always the y axis.
 FRONTIERS = (("tokens_per_forward", "tokens_per_forward_mean", "tokens per forward pass"),
              ("tokens_per_second", "tokens_per_second", "tokens / s"))
-CSV_COLUMNS = ("task", "setting", "strategy", "k", "threshold", "k_max", "mask_margin", "n", "accuracy", "accuracy_stderr",
-               "tokens_per_forward_mean", "tokens_per_forward_std", "tokens_per_second", "batch_size", "seconds",
-               "new_tokens", "forward_passes", "frontier_tokens_per_forward", "frontier_tokens_per_second")
+CSV_COLUMNS = ("task", "setting", "strategy", "k", "threshold", "k_max", "mask_margin", "n", "accuracy",
+               "accuracy_stderr", "tokens_per_forward_mean", "tokens_per_forward_std", "tokens_per_second",
+               "batch_size", "seconds", "new_tokens", "forward_passes", "frontier_tokens_per_forward",
+               "frontier_tokens_per_second")
 
 
 def sweep_settings(*, generate: bool = True, static_k: Sequence[int] = PAPER_STATIC_K,

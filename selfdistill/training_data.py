@@ -54,7 +54,7 @@ def row_tokens(row: dict, tokenizer, *, chat_template: bool = False) -> tuple[li
 
 
 def build_windows(sequences: Iterable[Sequence[int]], *, window: int, pad_id: int, packing: bool,
-                  prompt_lengths: Sequence[int] | None = None) -> dict[str, np.ndarray]:
+                  prompt_lengths: Sequence[int] | None = None) -> dict[str, np.ndarray | int]:
     """Cut token sequences into ``window``-long rows.
 
     Returns ``{"input_ids": int64[n, window], "valid": bool[n, window], "completion": bool[n, window],
