@@ -5,8 +5,16 @@ static k=2/3/4, ConfAdapt 0.99/0.9/0.7 (k_max 16) and lossless verify, ConfAdapt
 adaptive mask count (``mask_margin=2``). Prints tokens/s, tokens per forward
 (mean/std over rows), the ratio of tokens/s to ``generate`` at the same batch size, and the share of the decoder's
 wall time spent outside model forwards (Python bookkeeping, cache cropping, acceptance). Each setting is timed
-``--repeats`` times, interleaved with the others, and the fastest run is reported. Writes ``bench.csv`` and
-``bench.json`` (with command, commit, hardware, versions) into ``--out``. Never asserts on timing.
+``--repeats`` times, interleaved with the others, and the fastest run is reported.
+
+Why a decoder can fall short of its tokens per forward: a pass that feeds w tokens (the accepted chunk plus the
+masks) costs more than a one-token pass wherever the hardware is not purely latency-bound. So the script also
+times the bare model forward (no decoder around it) for w = 1..24 new tokens on a warm KV cache at each batch size
+(``forward_cost.csv``), and reports per setting ``forward_only_ratio``: its tokens per second of forward time over
+static k=1's, the speedup a decoder with zero bookkeeping would get on this hardware.
+
+Writes ``bench.csv``, ``forward_cost.csv`` and ``bench.json`` (with command, commit, hardware, versions) into
+``--out``. Never asserts on timing.
 
 Launch:
     .venv/bin/python scripts/bench_decode.py --limit 4 --max-new-tokens 32 --out results/bench_decode/
@@ -69,6 +77,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--only", help="comma-separated subset of strategy names (default: all)")
     p.add_argument("--repeats", type=int, default=3,
                    help="time each setting this many times, interleaved with the others; report the fastest")
+    p.add_argument("--forward-cost-repeats", type=int, default=30,
+                   help="timed forwards per width for forward_cost.csv (0 = skip that table)")
     p.add_argument("--num-threads", type=int, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16", "float64"])
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -199,7 +209,47 @@ def bench_one(model, prompts, name, options, batch_size, max_new_tokens, pad_id,
         "tokens_per_forward_mean": statistics.fmean(tpf),
         "tokens_per_forward_std": statistics.stdev(tpf) if len(tpf) > 1 else 0.0,
         "overhead_share": (total_timed - forward_s) / total_timed if total_timed > 0 else float("nan"),
+        "forward_seconds": forward_s if name != "generate" else float("nan"),
     }
+
+
+FORWARD_WIDTHS = (1, 2, 3, 4, 6, 8, 12, 16, 24)
+
+
+def forward_cost(model, *, batch_size: int, context: int, widths=FORWARD_WIDTHS, repeats: int = 30,
+                 device="cpu") -> list[dict]:
+    """Median wall time of one bare cached forward that feeds ``w`` new tokens per row, for each ``w``.
+
+    The cache holds ``context`` random tokens per row (no padding); every width is timed ``repeats`` times,
+    interleaved with the others, cropping the cache back after each forward. Returns one dict per width with
+    ``ms`` and ``ratio_to_w1`` (its cost relative to a one-token forward).
+    """
+    from transformers import DynamicCache
+
+    vocab = model.get_input_embeddings().weight.shape[0]
+    g = torch.Generator().manual_seed(0)
+    prefix = torch.randint(0, vocab - 8, (batch_size, context), generator=g).to(device)
+    cache = DynamicCache(config=model.config)
+    times: dict[int, list[float]] = {w: [] for w in widths}
+    with torch.no_grad():
+        model(input_ids=prefix, past_key_values=cache, use_cache=True, logits_to_keep=1)
+        for rep in range(repeats + 1):  # the first round warms up and is not kept
+            for w in widths:
+                ids = torch.randint(0, vocab - 8, (batch_size, w), generator=g).to(device)
+                mask = torch.ones(batch_size, context + w, dtype=torch.long, device=device)
+                positions = torch.arange(context, context + w, device=device).expand(batch_size, -1)
+                _sync(device)
+                start = time.perf_counter()
+                model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
+                      use_cache=True, logits_to_keep=w)
+                _sync(device)
+                if rep:
+                    times[w].append(time.perf_counter() - start)
+                cache.crop(-w)
+    base = statistics.median(times[widths[0]])
+    return [{"batch_size": batch_size, "context": context, "new_tokens": w,
+             "ms": 1e3 * statistics.median(times[w]), "ratio_to_w1": statistics.median(times[w]) / base}
+            for w in widths]
 
 
 def main(cfg) -> list[dict]:
@@ -220,7 +270,7 @@ def main(cfg) -> list[dict]:
     for name, options in chosen:
         bench_one(model, prompts[:1], name, options, 1, 4, pad_id, cfg.device)
 
-    results = []
+    results, costs = [], []
     with torch.no_grad():
         for bs in batch_sizes:
             # Repeats are interleaved across settings so slow phases of a shared machine hit all of them.
@@ -231,14 +281,27 @@ def main(cfg) -> list[dict]:
                     if name not in best or row["seconds"] < best[name]["seconds"]:
                         best[name] = row
             base = best["generate"]["tokens_per_second"]
+            k1 = best.get("static_k1")
             for name, _ in chosen:
                 row = best[name]
                 row["ratio_to_generate"] = row["tokens_per_second"] / base
+                # Tokens per second of forward time, relative to static k=1: the decoder's bookkeeping removed.
+                row["forward_only_ratio"] = (row["new_tokens"] / row["forward_seconds"]
+                                             / (k1["new_tokens"] / k1["forward_seconds"])
+                                             if k1 is not None and name != "generate" else float("nan"))
                 row["repeats"] = cfg.repeats
                 results.append(row)
-                print(f"bs={bs:<3d} {name:<10s} tok/s={row['tokens_per_second']:9.1f} "
+                print(f"bs={bs:<3d} {name:<11s} tok/s={row['tokens_per_second']:9.1f} "
                       f"tpf={row['tokens_per_forward_mean']:5.2f}±{row['tokens_per_forward_std']:.2f} "
-                      f"x{row['ratio_to_generate']:.2f} vs generate  overhead={row['overhead_share']:.0%}",
+                      f"x{row['ratio_to_generate']:.2f} vs generate  overhead={row['overhead_share']:.0%}  "
+                      f"forward-only x{row['forward_only_ratio']:.2f} vs k=1", flush=True)
+            if cfg.forward_cost_repeats > 0:
+                context = round(statistics.fmean(map(len, prompts))) + cfg.max_new_tokens // 2
+                rows = forward_cost(model, batch_size=bs, context=context, repeats=cfg.forward_cost_repeats,
+                                    device=cfg.device)
+                costs += rows
+                print(f"bs={bs:<3d} bare forward, {context} cached tokens: "
+                      + "  ".join(f"w={r['new_tokens']}: {r['ms']:.2f} ms (x{r['ratio_to_w1']:.2f})" for r in rows),
                       flush=True)
 
     cfg.out.mkdir(parents=True, exist_ok=True)
@@ -246,9 +309,15 @@ def main(cfg) -> list[dict]:
         writer = csv.DictWriter(f, fieldnames=list(results[0]))
         writer.writeheader()
         writer.writerows(results)
+    if costs:
+        with open(cfg.out / "forward_cost.csv", "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(costs[0]))
+            writer.writeheader()
+            writer.writerows(costs)
     meta = provenance() | {"model": desc, "device": cfg.device, "dtype": cfg.dtype,
                            "max_new_tokens": cfg.max_new_tokens, "args": {k: str(v) for k, v in vars(cfg).items()}}
-    (cfg.out / "bench.json").write_text(json.dumps({"meta": meta, "results": results}, indent=2))
+    (cfg.out / "bench.json").write_text(json.dumps({"meta": meta, "results": results, "forward_cost": costs},
+                                                   indent=2))
     print(f"wrote {cfg.out / 'bench.csv'} and {cfg.out / 'bench.json'}")
     return results
 

@@ -17,13 +17,21 @@ def _load_script():
 def test_bench_decode_on_suite_prompts(tmp_path):
     bench = _load_script()
     cfg = bench.parse_args(["--model", "tiny-student", "--suite", "synthetic", "--limit", "3", "--max-new-tokens", "6",
-                            "--batch-sizes", "1,2", "--repeats", "1", "--only", "static_k2,conf_0.9_m2",
-                            "--num-threads", "1", "--out", str(tmp_path)])
+                            "--batch-sizes", "1,2", "--repeats", "1", "--only", "static_k1,static_k2,conf_0.9_m2",
+                            "--num-threads", "1", "--forward-cost-repeats", "2", "--out", str(tmp_path)])
     rows = bench.main(cfg)
     assert [(r["batch_size"], r["strategy"]) for r in rows] == [
-        (b, s) for b in (1, 2) for s in ("generate", "static_k2", "conf_0.9_m2")]
+        (b, s) for b in (1, 2) for s in ("generate", "static_k1", "static_k2", "conf_0.9_m2")]
     assert all(r["prompts"] == 3 and r["new_tokens"] > 0 for r in rows)
     assert all(r["ratio_to_generate"] == 1.0 for r in rows if r["strategy"] == "generate")
     with open(tmp_path / "bench.csv") as f:
         assert len(list(csv.DictReader(f))) == len(rows)
     assert (tmp_path / "bench.json").is_file()
+    # forward-only ratios are relative to static k=1; the bare-forward table has every width per batch size
+    assert all(r["forward_only_ratio"] == 1.0 for r in rows if r["strategy"] == "static_k1")
+    assert all(r["forward_only_ratio"] > 0 for r in rows if r["strategy"] != "generate")
+    with open(tmp_path / "forward_cost.csv") as f:
+        costs = list(csv.DictReader(f))
+    assert [(int(c["batch_size"]), int(c["new_tokens"])) for c in costs] == [
+        (b, w) for b in (1, 2) for w in bench.FORWARD_WIDTHS]
+    assert all(float(c["ratio_to_w1"]) == 1.0 for c in costs if c["new_tokens"] == "1")
