@@ -8,12 +8,17 @@
    ``prefix + y'_<j``;
 5. loss over the kept regions (regions after the first EOS/pad target are dropped) + metrics.
 
+Data-parallel runs pass ``count_mean`` so the loss is the mean over the *global* batch: processes keep different
+numbers of regions (EOS pruning, completion-only training), and averaging per-process means would weight every
+process alike whatever its count.
+
 ``raw`` windows are ``long[B, N]`` with ``N >= layout.num_source_tokens``. Model calls pass a 4-D attention
 mask and explicit position ids, so any HF decoder with ``sdpa``/``eager`` attention works unchanged.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -120,7 +125,8 @@ def forward_slots(model, input_ids: torch.Tensor, layout: Layout, slots: torch.T
 def distill_step(student, teacher, raw: torch.Tensor, *, layout: Layout, mask_token_id: int,
                  loss_mode: str = "hard_ce", ntp_weight: float = 0.0, entropy_beta: float = 0.0,
                  stop_token_ids: tuple[int, ...] = (), valid: torch.Tensor | None = None,
-                 target_mask: torch.Tensor | None = None) -> StepOutput:
+                 target_mask: torch.Tensor | None = None,
+                 count_mean: Callable[[torch.Tensor], torch.Tensor] | None = None) -> StepOutput:
     """The full per-step computation of METHOD.md section 3 on one micro-batch.
 
     Args:
@@ -136,6 +142,10 @@ def distill_step(student, teacher, raw: torch.Tensor, *, layout: Layout, mask_to
         valid: bool[B, N], False on padding; padding always prunes.
         target_mask: bool[B, N] or None; regions (and prefix-NTP targets) count only where it is True at their
             first target (completion-only training: True on the target side of each row).
+        count_mean: data-parallel training only. Maps this process's loss item counts, float64[2] (distillation
+            slots, prefix-NTP targets), to their mean over the processes. Each loss term is then scaled by
+            ``local count / mean count``, so the average over processes that DDP/FSDP/DeepSpeed take of the
+            gradients is the gradient of the mean over the global batch. ``None``: one process, plain means.
     """
     if loss_mode not in LOSS_MODES:
         raise ValueError(f"unknown loss mode {loss_mode!r}; choose from {LOSS_MODES}")
@@ -167,6 +177,8 @@ def distill_step(student, teacher, raw: torch.Tensor, *, layout: Layout, mask_to
     loss = distill_loss(loss_mode, student_logits, teacher_logits=teacher_logits, chunk=proposals, targets=targets,
                         weight=weight, entropy_beta=entropy_beta)
     stats: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+    ntp = None
+    ntp_count = torch.zeros((), dtype=torch.float64, device=raw.device)
     if ntp_weight:
         real = (~layout.is_mask).to(raw.device)
         tgt_idx = layout.target_index.to(raw.device)[real]  # [n_real]
@@ -174,8 +186,17 @@ def distill_step(student, teacher, raw: torch.Tensor, *, layout: Layout, mask_to
         if target_mask is not None:
             ntp_w &= target_mask.bool()[:, tgt_idx]
         ntp = weighted_mean(token_ce(all_logits[:, real], raw[:, tgt_idx]), ntp_w)
+        ntp_count = ntp_w.sum().double()
+        stats["ntp_loss"] = (ntp.detach().double() * ntp_count, ntp_count)
+    if count_mean is not None:
+        counts = torch.stack([weight.sum().double(), ntp_count])
+        mean = count_mean(counts.detach())
+        scale = torch.where(mean > 0, counts / mean.clamp_min(1e-30), torch.zeros_like(counts))
+        loss = loss * scale[0].to(loss.dtype)
+        if ntp is not None:
+            ntp = ntp * scale[1].to(ntp.dtype)
+    if ntp is not None:
         loss = loss + ntp_weight * ntp
-        stats["ntp_loss"] = _pair(ntp.detach(), 1)
     stats.update(_metrics(proposals, teacher_logits, targets, keep, loss_mode))
     stats["loss"] = _pair(loss.detach(), 1)
     return StepOutput(loss=loss, student_logits=student_logits, teacher_logits=teacher_logits, proposals=proposals,

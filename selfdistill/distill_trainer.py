@@ -19,6 +19,7 @@ from __future__ import annotations
 import copy
 import functools
 import json
+import logging
 import os
 import time
 from dataclasses import dataclass, field
@@ -31,6 +32,8 @@ from selfdistill.distill_step import distill_step
 from selfdistill.layout import build_layout, num_source_tokens_needed, region_geometry
 from selfdistill.losses import LOSS_MODES
 from selfdistill.mask_token import mask_token_id_from
+
+logger = logging.getLogger(__name__)
 
 K_SAMPLING = ("shared", "per_rank")
 DTYPES = {"auto": None, "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -172,6 +175,11 @@ class DistillTrainer(Trainer):
     # ------------------------------------------------------------------ setup
     def _prepare_teacher(self, teacher):
         teacher.eval().requires_grad_(False)
+        if os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true" and not self.is_fsdp_enabled:
+            # accelerate 1.15 keeps FSDP only on GPU-like devices; on CPU it quietly runs plain DDP instead.
+            logger.warning("the accelerate config asks for FSDP but this run is %s (accelerate enables FSDP only on "
+                           "GPU-like devices): student and teacher are replicated, not sharded",
+                           self.accelerator.distributed_type)
         if self.is_deepspeed_enabled:
             from trl.models.utils import prepare_deepspeed
 
@@ -216,7 +224,9 @@ class DistillTrainer(Trainer):
         return cached_layout(self.args.seq_len, k, self.args.num_regions, offset=offset)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        """The two-pass distillation loss on one micro-batch (``num_items_in_batch`` is unused: per-batch mean)."""
+        """The two-pass distillation loss on one micro-batch: its mean over every process's share in training
+        (``distill_step``'s ``count_mean``), this process's mean in evaluation. ``num_items_in_batch`` is unused:
+        under gradient accumulation each micro-batch's mean weighs the same."""
         training = model.training
         if self.args.completion_only_loss and "completion" not in inputs:
             raise ValueError("completion_only_loss needs a 'completion' column in the batches (training_windows "
@@ -226,9 +236,14 @@ class DistillTrainer(Trainer):
                            loss_mode=self.args.loss_mode, ntp_weight=self.args.ntp_weight,
                            entropy_beta=self.args.entropy_beta, stop_token_ids=self.stop_token_ids,
                            valid=inputs.get("valid"),
-                           target_mask=inputs.get("completion") if self.args.completion_only_loss else None)
+                           target_mask=inputs.get("completion") if self.args.completion_only_loss else None,
+                           count_mean=self._count_mean if training and self.args.world_size > 1 else None)
         self._accumulate("train" if training else "eval", out.stats, layout, inputs["input_ids"].shape[0])
         return (out.loss, out) if return_outputs else out.loss
+
+    def _count_mean(self, counts: torch.Tensor) -> torch.Tensor:
+        # Loss items per process, averaged over the data-parallel group (see distill_step's count_mean).
+        return self.accelerator.reduce(counts.to(self.args.device), reduction="mean").to(counts.device)
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
         inputs = self._prepare_inputs(inputs)
@@ -349,5 +364,9 @@ def run_distillation(cfg: DistillConfig, *, model=None, tokenizer=None, train_da
     trainer = DistillTrainer(model, cfg, train_dataset=train_dataset, eval_dataset=eval_dataset,
                              processing_class=tokenizer)
     trainer.train(resume_from_checkpoint=cfg.resume_from_checkpoint)
+    if trainer.is_fsdp_enabled:
+        # Trainer.save_model writes nothing under FSDP's SHARDED_STATE_DICT (what the intermediate checkpoints use,
+        # and what configs/accelerate/fsdp_multi_gpu.yaml sets): gather a full one for the final HF checkpoint.
+        trainer.accelerator.state.fsdp_plugin.set_state_dict_type("FULL_STATE_DICT")
     trainer.save_model(cfg.output_dir)
     return trainer

@@ -97,8 +97,8 @@ def test_completion_only_keeps_regions_whose_first_target_is_a_completion_token(
     assert out.keep.tolist() == [[False, True, True], [True, True, True]]
     kept = out.keep[:, :, None].expand(-1, -1, 3)
     ce = token_ce(out.student_logits, out.teacher_logits.argmax(-1))
-    ntp = out.stats["ntp_loss"][0]
-    torch.testing.assert_close(out.loss - ntp, ce[kept].mean())
+    ntp_sum, ntp_count = out.stats["ntp_loss"]
+    torch.testing.assert_close(out.loss - ntp_sum / ntp_count, ce[kept].mean())
 
 
 def test_pruned_regions_do_not_touch_the_loss():
@@ -147,3 +147,41 @@ def test_gt_mode_needs_no_teacher_and_ntp_matches_plain_pass():
 
 def test_mask_id_matches_tiny_model():
     assert mask_token_id_from(tiny_model()) == 96
+
+
+def test_count_mean_makes_per_process_gradients_average_to_the_global_batch_gradient():
+    """Two "processes" keep different numbers of regions and NTP targets; with ``count_mean`` the average of
+    their gradients (what DDP all-reduces) is the gradient of the whole batch's mean, and so is the loss."""
+    student = tiny_model(seed=5, dtype=torch.float64)
+    teacher = copy.deepcopy(student).requires_grad_(False)
+    with torch.no_grad():  # a teacher that differs from the student, so the distillation term has gradients
+        for p in teacher.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    lay = build_layout(24, 3, 3, offset=1)
+    raw = _raw(4, lay.num_source_tokens, seed=6)
+    raw[0, 6] = EOS  # window 0 keeps one region
+    raw[1, 11] = EOS  # window 1 keeps two
+    completion = torch.ones_like(raw, dtype=torch.bool)
+    completion[3, :10] = False  # window 3: the prompt covers its first regions' targets
+    kw = dict(layout=lay, mask_token_id=96, stop_token_ids=(EOS,), ntp_weight=0.7, entropy_beta=0.1)
+
+    def grads(rows, count_mean=None):
+        student.zero_grad()
+        out = distill_step(student, teacher, raw[rows], target_mask=completion[rows], count_mean=count_mean, **kw)
+        out.loss.backward()
+        return out.loss.detach(), [p.grad.clone() for p in student.parameters()]
+
+    full_loss, full_grads = grads(slice(0, 4))
+    shares = [slice(0, 2), slice(2, 4)]
+    counts = []
+    for rows in shares:  # first learn each process's counts (identity mean: no rescaling)
+        grads(rows, count_mean=lambda c: counts.append(c) or c)
+    assert not torch.equal(counts[0], counts[1])  # the two shares really are uneven
+    mean = (counts[0] + counts[1]) / 2
+    per_process = [grads(rows, count_mean=lambda c: mean) for rows in shares]
+    torch.testing.assert_close((per_process[0][0] + per_process[1][0]) / 2, full_loss)
+    for j, g in enumerate(full_grads):
+        torch.testing.assert_close((per_process[0][1][j] + per_process[1][1][j]) / 2, g)
+    # without it, the average of per-process means is not the global mean on such shares
+    plain = [grads(rows)[0] for rows in shares]
+    assert not torch.allclose((plain[0] + plain[1]) / 2, full_loss)
