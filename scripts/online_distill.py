@@ -15,7 +15,9 @@ with no ``--config`` the CPU demo ``configs/tiny.yaml`` is used)::
 
 The resolved configuration is written to ``<output_dir>/distill_config.yaml``; metrics go to
 ``<output_dir>/metrics.jsonl`` (and to wandb, offline unless ``WANDB_MODE`` says otherwise, when
-``report_to: wandb``). The final checkpoint in ``output_dir`` loads with ``AutoModelForCausalLM``.
+``report_to: wandb``). The final checkpoint in ``output_dir`` loads with ``AutoModelForCausalLM``. At the end,
+``<output_dir>/run_record.json`` holds the command, the commit the run started from, hardware, versions, wall
+time, steps and the first and last logged metrics.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
 import yaml
@@ -31,6 +34,7 @@ from selfdistill.distill_trainer import DistillConfig, run_distillation
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "tiny.yaml"
 RESOLVED_CONFIG = "distill_config.yaml"
+RUN_RECORD = "run_record.json"
 
 
 def parse_config(argv: list[str] | None = None) -> DistillConfig:
@@ -53,9 +57,30 @@ def save_resolved_config(cfg: DistillConfig) -> Path:
     return path
 
 
+def write_run_record(cfg: DistillConfig, trainer, record: dict, wall_time_s: float) -> Path:
+    """``record`` (provenance taken when the run started) plus wall time, steps and the first and last logged
+    metrics, written atomically to ``<output_dir>/run_record.json`` by the main process."""
+    path = Path(cfg.output_dir) / RUN_RECORD
+    if trainer.is_world_process_zero():
+        logged = [h for h in trainer.state.log_history if "loss" in h]
+        record = record | {"wall_time_s": round(wall_time_s, 1), "steps": trainer.state.global_step,
+                           "first_logged": logged[0] if logged else None,
+                           "last_logged": logged[-1] if logged else None}
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(record, indent=1))
+        os.replace(tmp, path)
+    return path
+
+
 def main(cfg: DistillConfig):
+    from selfdistill.provenance import provenance
+
+    record = provenance()  # now, so the commit is the one the run started from
     save_resolved_config(cfg)
-    return run_distillation(cfg)
+    start = time.perf_counter()
+    trainer = run_distillation(cfg)
+    write_run_record(cfg, trainer, record, time.perf_counter() - start)
+    return trainer
 
 
 if __name__ == "__main__":

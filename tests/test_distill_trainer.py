@@ -20,12 +20,16 @@ from selfdistill.training_data import build_windows, training_windows
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def parse_config(argv):
-    """``scripts/online_distill.py``'s parser (scripts/ is not a package, so load the file by path)."""
+def _script():
+    """``scripts/online_distill.py`` as a module (scripts/ is not a package, so load the file by path)."""
     spec = importlib.util.spec_from_file_location("online_distill", os.path.join(REPO, "scripts", "online_distill.py"))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.parse_config(argv)
+    return module
+
+
+def parse_config(argv):
+    return _script().parse_config(argv)
 
 
 def _rows(n=24):
@@ -192,6 +196,22 @@ def test_paper_recipe_values():
 def test_cli_overrides_and_default_config(tmp_path):
     cfg = parse_config(["--output_dir", str(tmp_path), "--k_max", "4"])
     assert cfg.model_name_or_path == "tiny-teacher" and cfg.k_max == 4
+
+
+def test_script_main_on_the_default_config_writes_checkpoint_and_run_record(tmp_path):
+    """The shipped default (tiny teacher, synthetic corpus, configs/tiny.yaml) end to end, two steps."""
+    script = _script()
+    cfg = script.parse_config(["--output_dir", str(tmp_path), "--max_steps", "2", "--logging_steps", "1",
+                               "--synthetic_rows_per_subtask", "20", "--save_strategy", "no", "--eval_strategy", "no",
+                               "--disable_tqdm", "true"])
+    script.main(cfg)
+    record = json.loads((tmp_path / script.RUN_RECORD).read_text())
+    assert {"command", "commit", "hardware", "versions", "time_utc"} <= set(record)
+    assert record["steps"] == 2 and record["wall_time_s"] > 0
+    assert record["first_logged"]["step"] == 1 and record["last_logged"]["step"] == 2
+    assert (tmp_path / script.RESOLVED_CONFIG).is_file()
+    model = AutoModelForCausalLM.from_pretrained(tmp_path)
+    assert getattr(model.config, CONFIG_KEY) is not None
 
 
 def test_windows_packing_and_padding():
