@@ -16,6 +16,7 @@ CPU, or unsharded beside a sharded student, is the classic FSDP pitfall).
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import json
@@ -126,6 +127,11 @@ def sample_chunk_and_offset(cfg: DistillConfig, *, step: int, micro_step: int = 
 
 def frozen_teacher(model, *, dtype: torch.dtype | None = None):
     """A frozen deep copy of ``model`` (its current = initial weights), in eval mode with no grad."""
+    if any(hasattr(p, "ds_id") for p in model.parameters()):
+        raise ValueError("the student is already partitioned by DeepSpeed ZeRO-3, so a deep copy would hold empty "
+                         "shards. Keep zero3_init_flag: false, and create your model before the DistillConfig (a "
+                         "TrainingArguments with a DeepSpeed config makes from_pretrained/from_config partition "
+                         "weights), or let run_distillation load it from model_name_or_path; or pass the teacher")
     teacher = copy.deepcopy(model)
     if dtype is not None:
         teacher = teacher.to(dtype)
@@ -309,6 +315,30 @@ def load_student(cfg: DistillConfig):
     return prepare_student(cfg, model, tokenizer)
 
 
+@contextlib.contextmanager
+def _whole_weights_unless_zero3_init(cfg: DistillConfig):
+    """Load (and resize) the student with whole weights when DeepSpeed ZeRO-3 runs with ``zero3_init_flag: false``.
+
+    TrainingArguments registers accelerate's DeepSpeed config with transformers whatever ``zero3_init_flag`` says,
+    so ``from_pretrained`` would partition the student under ``deepspeed.zero.Init``; the teacher, a deep copy of
+    the student, would then copy empty ZeRO-3 shards and fail in its first forward.
+    """
+    plugin = getattr(cfg, "deepspeed_plugin", None)
+    if plugin is None or plugin.is_zero3_init_enabled():
+        yield
+        return
+    from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled, unset_hf_deepspeed_config
+
+    if not is_deepspeed_zero3_enabled():
+        yield
+        return
+    unset_hf_deepspeed_config()
+    try:
+        yield
+    finally:
+        plugin.set_deepspeed_weakref()  # Trainer needs it back (engine setup, ZeRO-3 saving)
+
+
 def prepare_student(cfg: DistillConfig, model, tokenizer):
     """Give ``tokenizer`` a pad token if it lacks one and add the mask token; the new embedding rows are drawn
     under ``cfg.seed`` so a resumed run rebuilds the very same teacher."""
@@ -352,12 +382,13 @@ def run_distillation(cfg: DistillConfig, *, model=None, tokenizer=None, train_da
     if "wandb" in (cfg.report_to or []):
         os.environ.setdefault("WANDB_MODE", "offline")
         os.environ.setdefault("WANDB_DIR", cfg.output_dir)
-    if model is None:
-        model, tokenizer = load_student(cfg)
-    elif tokenizer is None:
+    if model is not None and tokenizer is None:
         raise ValueError("pass the tokenizer together with the model")
-    else:
-        model, tokenizer = prepare_student(cfg, model, tokenizer)
+    with _whole_weights_unless_zero3_init(cfg):  # the teacher is a deep copy of the whole student
+        if model is None:
+            model, tokenizer = load_student(cfg)
+        else:
+            model, tokenizer = prepare_student(cfg, model, tokenizer)
     if train_dataset is None:
         train_dataset, built_eval = build_datasets(cfg, tokenizer)
         eval_dataset = eval_dataset if eval_dataset is not None else built_eval

@@ -1,8 +1,9 @@
 """Two CPU processes (gloo, launched with ``accelerate launch``) == one process on the same global batch.
 
-Both data-parallel modes the trainer supports without a GPU: DDP (``configs/accelerate/cpu_ddp_2proc.yaml``) and
-FSDP2 full sharding with the shipped GPU settings (``configs/accelerate/fsdp_multi_gpu.yaml`` cut down to two
-processes without bf16). The rows are unpacked and completion-only, so the two processes keep different numbers of
+The data-parallel modes the trainer supports, on CPU: DDP (``configs/accelerate/cpu_ddp_2proc.yaml``), FSDP2 full
+sharding and DeepSpeed ZeRO-3, each with the shipped GPU settings (``configs/accelerate/fsdp_multi_gpu.yaml``,
+``deepspeed_zero3.yaml``) cut down to two processes without bf16. The DeepSpeed case needs ``pip install -e
+".[deepspeed]"`` (skipped otherwise; DeepSpeed's CPU accelerator falls back to gloo without Intel oneCCL). The rows are unpacked and completion-only, so the two processes keep different numbers of
 regions and NTP targets: their losses must still average to the global batch mean (``distill_step``'s
 ``count_mean``).
 
@@ -58,6 +59,7 @@ def run_worker(out_dir: str, per_device_batch: int, mode: str) -> None:
     from selfdistill.training_data import training_windows
 
     tokenizer = _tokenizer()
+    model = _model(tokenizer)  # before the config: under DeepSpeed ZeRO-3 a later from_config would partition it
     cfg = _cfg(out_dir, max_steps=STEPS, per_device_train_batch_size=per_device_batch, save_strategy="no",
                k_min=1, k_max=4, seq_len=60, packing=False, completion_only_loss=True, ntp_weight=0.5)
     rows = _rows(GLOBAL_BATCH * STEPS)
@@ -65,15 +67,20 @@ def run_worker(out_dir: str, per_device_batch: int, mode: str) -> None:
     rows = rows.map(lambda row, i: {"solution": (row["solution"].split(" The")[0] + " ") * (i % 3) + row["solution"]},
                     with_indices=True)
     train = training_windows(rows, tokenizer, window=cfg.window_tokens, packing=False)
-    trainer = run_distillation(cfg, model=_model(tokenizer), tokenizer=tokenizer, train_dataset=train)
+    trainer = run_distillation(cfg, model=model, tokenizer=tokenizer, train_dataset=train)
     world = int(os.environ.get("WORLD_SIZE", 1))
     assert trainer.args.world_size == world  # really distributed when launched
-    if mode == "fsdp2" and world > 1:
-        from torch.distributed.tensor import DTensor
-
-        assert trainer.accelerator.is_fsdp2
+    if mode != "ddp" and world > 1:
         teacher = list(trainer.teacher.parameters())
-        assert all(isinstance(p, DTensor) for p in teacher)  # the teacher is sharded like the student
+        if mode == "fsdp2":
+            from torch.distributed.tensor import DTensor
+
+            assert trainer.accelerator.is_fsdp2
+            assert all(isinstance(p, DTensor) for p in teacher)  # the teacher is sharded like the student
+        else:
+            assert trainer.is_deepspeed_enabled
+            assert all(hasattr(p, "ds_id") for p in teacher)  # a ZeRO-3 engine, partitioned over the ranks
+            assert sum(p.ds_tensor.numel() for p in teacher) < sum(p.ds_numel for p in teacher)
         in_optimizer = {id(p) for group in trainer.optimizer.param_groups for p in group["params"]}
         assert not any(id(p) in in_optimizer or p.requires_grad for p in teacher)
     if trainer.is_world_process_zero():
@@ -85,18 +92,24 @@ def run_worker(out_dir: str, per_device_batch: int, mode: str) -> None:
 def _launcher_config(mode: str, tmp_path) -> str:
     if mode == "ddp":
         return os.path.join(REPO, "configs", "accelerate", "cpu_ddp_2proc.yaml")
-    with open(os.path.join(REPO, "configs", "accelerate", "fsdp_multi_gpu.yaml")) as f:
+    shipped = {"fsdp2": "fsdp_multi_gpu.yaml", "deepspeed": "deepspeed_zero3.yaml"}[mode]
+    with open(os.path.join(REPO, "configs", "accelerate", shipped)) as f:
         cfg = yaml.safe_load(f)
-    cfg.update(num_processes=2, mixed_precision="no", use_cpu=False, gpu_ids="all")
-    path = tmp_path / "cpu_fsdp2_2proc.yaml"
+    cfg.update(num_processes=2, mixed_precision="no", use_cpu=False)
+    if mode == "fsdp2":
+        cfg["gpu_ids"] = "all"
+    path = tmp_path / f"cpu_{mode}_2proc.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return str(path)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("mode, port", [("ddp", "29517"), ("fsdp2", "29519")])
+@pytest.mark.parametrize("mode, port", [("ddp", "29517"), ("fsdp2", "29519"), ("deepspeed", "29521")])
 def test_two_processes_match_one_process(mode, port, tmp_path):
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": REPO, "TOKENIZERS_PARALLELISM": "false"}
+    if mode == "deepspeed":
+        pytest.importorskip("deepspeed", reason="DeepSpeed is an optional extra: pip install -e '.[deepspeed]'")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": REPO, "TOKENIZERS_PARALLELISM": "false",
+           "DS_ACCELERATOR": "cpu"}
     multi_dir, single_dir = tmp_path / mode, tmp_path / "single"
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", _launcher_config(mode, tmp_path),
            "--main_process_port", port, __file__, str(multi_dir), str(GLOBAL_BATCH // 2), mode]
@@ -119,8 +132,8 @@ def test_two_processes_match_one_process(mode, port, tmp_path):
         assert a["ntp_loss"] == pytest.approx(b["ntp_loss"], rel=1e-5)
     from safetensors.torch import load_file
 
-    # a full HF checkpoint in both modes (FSDP gathers a FULL_STATE_DICT for the final save); FSDP also writes the
-    # tied lm_head, equal to the embeddings
+    # a full HF checkpoint in every mode (FSDP gathers a FULL_STATE_DICT for the final save, DeepSpeed its 16-bit
+    # consolidated weights); FSDP also writes the tied lm_head, equal to the embeddings
     w_multi, w_one = load_file(multi_dir / "model.safetensors"), load_file(single_dir / "model.safetensors")
     assert w_one.keys() <= w_multi.keys()
     for name in w_one:

@@ -11,10 +11,11 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig
 
-from selfdistill.distill_trainer import (DistillConfig, DistillTrainer, run_distillation,
+from selfdistill.distill_trainer import (DistillConfig, DistillTrainer, frozen_teacher, run_distillation,
                                          sample_chunk_and_offset)
 from selfdistill.mask_token import CONFIG_KEY, MASK_TOKEN
 from selfdistill.prompts import SCHEMA, render_training_text
+from selfdistill.testing import tiny_model
 from selfdistill.training_data import build_windows, training_windows
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -274,3 +275,11 @@ def test_load_rows_synthetic():
 
     rows = load_rows("synthetic:synth_gsm", synthetic_rows_per_subtask=3)
     assert len(rows) > 0 and set(rows["task"]) == {"synth_gsm"}
+
+
+def test_frozen_teacher_refuses_a_zero3_partitioned_student():
+    """A deep copy of ZeRO-3 shards would be a teacher without weights: refuse it, saying what to do."""
+    model = tiny_model()
+    next(model.parameters()).ds_id = 0  # what deepspeed.zero.Init leaves on every parameter
+    with pytest.raises(ValueError, match="partitioned by DeepSpeed ZeRO-3.*create your model before"):
+        frozen_teacher(model)
