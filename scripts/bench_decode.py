@@ -220,9 +220,12 @@ def forward_cost(model, *, batch_size: int, context: int, widths=FORWARD_WIDTHS,
                  device="cpu") -> list[dict]:
     """Median wall time of one bare cached forward that feeds ``w`` new tokens per row, for each ``w``.
 
-    The cache holds ``context`` random tokens per row (no padding); every width is timed ``repeats`` times,
-    interleaved with the others, cropping the cache back after each forward. Returns one dict per width with
-    ``ms`` and ``ratio_to_w1`` (its cost relative to a one-token forward).
+    The cache holds ``context`` random tokens per row (no padding) and is cropped back after each forward. Each
+    width is timed in runs of consecutive forwards, as a decoder repeats similar passes (alternating widths forward
+    after forward made the one-token pass look ~1.5x slower than inside the decoder), and the runs of all widths
+    take turns over 3 rounds so slow phases of a shared machine hit all of them; the first forward of a run is
+    not kept. ``repeats`` forwards per width in all. Returns one dict per width with ``ms`` (median) and
+    ``ratio_to_w1`` (its cost relative to a one-token forward).
     """
     from transformers import DynamicCache
 
@@ -233,19 +236,21 @@ def forward_cost(model, *, batch_size: int, context: int, widths=FORWARD_WIDTHS,
     times: dict[int, list[float]] = {w: [] for w in widths}
     with torch.no_grad():
         model(input_ids=prefix, past_key_values=cache, use_cache=True, logits_to_keep=1)
-        for rep in range(repeats + 1):  # the first round warms up and is not kept
+        rounds = 3
+        for _ in range(rounds):
             for w in widths:
-                ids = torch.randint(0, vocab - 8, (batch_size, w), generator=g).to(device)
                 mask = torch.ones(batch_size, context + w, dtype=torch.long, device=device)
-                positions = torch.arange(context, context + w, device=device).expand(batch_size, -1)
-                _sync(device)
-                start = time.perf_counter()
-                model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
-                      use_cache=True, logits_to_keep=w)
-                _sync(device)
-                if rep:
-                    times[w].append(time.perf_counter() - start)
-                cache.crop(-w)
+                positions = torch.arange(context, context + w, device=device)[None].repeat(batch_size, 1)
+                for rep in range(-(-repeats // rounds) + 1):
+                    ids = torch.randint(0, vocab - 8, (batch_size, w), generator=g).to(device)
+                    _sync(device)
+                    start = time.perf_counter()
+                    model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
+                          use_cache=True, logits_to_keep=w)
+                    _sync(device)
+                    if rep:
+                        times[w].append(time.perf_counter() - start)
+                    cache.crop(-w)
     base = statistics.median(times[widths[0]])
     return [{"batch_size": batch_size, "context": context, "new_tokens": w,
              "ms": 1e3 * statistics.median(times[w]), "ratio_to_w1": statistics.median(times[w]) / base}
