@@ -231,6 +231,8 @@ def mtp_generate(model, input_ids, attention_mask=None, *, mask_token_id: int | 
     filler = int(pad_token_id) if pad_token_id is not None else 0
     device = model.get_input_embeddings().weight.device
 
+    impl = getattr(model.config, "_attn_implementation", None)
+    dense_mask = impl in ("sdpa", "eager")  # hand the model its 4-D mask; others build theirs from the 2-D one
     cache = DynamicCache(config=model.config)
     if any(cache.is_sliding) or any(getattr(cache, "is_linear", [])):
         raise ValueError("mtp_generate needs full-attention layers; this model's cache has sliding/linear layers")
@@ -296,7 +298,11 @@ def mtp_generate(model, input_ids, attention_mask=None, *, mask_token_id: int | 
         if profile:
             _sync(device)
             t0 = time.perf_counter()
-        logits = model(input_ids=inputs[0, :, :block], attention_mask=attn_full, position_ids=inputs[2, :, :block],
+        if dense_mask and block > 1:
+            pass_mask = pass_attention_mask(attn_full, block, attn_implementation=impl, dtype=model.dtype)
+        else:  # one query (transformers' cheap path) or e.g. flash attention, which takes the 2-D mask only
+            pass_mask = attn_full
+        logits = model(input_ids=inputs[0, :, :block], attention_mask=pass_mask, position_ids=inputs[2, :, :block],
                        past_key_values=cache, use_cache=True, logits_to_keep=keep).logits
         if profile:
             _sync(device)
@@ -409,6 +415,33 @@ def mtp_generate(model, input_ids, attention_mask=None, *, mask_token_id: int | 
     return MTPOutput(sequences=outputs, forward_passes=passes,
                      tokens_per_forward=[len(s) / p for s, p in zip(outputs, passes)],
                      finish_reasons=reasons, tokens_per_pass=per_pass, texts=texts, timings=timings)
+
+
+def pass_attention_mask(slot_mask: torch.Tensor, query_len: int, *, attn_implementation: str,
+                        dtype: torch.dtype) -> torch.Tensor:
+    """The 4-D attention mask of one pass, built here so the model does not rebuild it from the 2-D one.
+
+    The last ``query_len`` slots are this pass's queries; query ``i`` may attend key slot ``j`` iff ``j`` is not
+    after it (causal by slot) and ``slot_mask[b, j]`` is 1, exactly what ``transformers`` derives from a 2-D
+    mask, minus its per-call construction cost (measurable for more than one query on a small model).
+
+    Args:
+        slot_mask: ``[B, K]``, 1 (or True) for the key slots a row may see: cache slots, then this pass's.
+        query_len: ``q <= K``.
+        attn_implementation: ``"sdpa"`` (boolean mask, True = attend) or ``"eager"`` (additive float mask).
+        dtype: the model's dtype, for the eager mask.
+
+    Returns:
+        ``bool[B, 1, q, K]`` (sdpa) or ``dtype[B, 1, q, K]`` (eager).
+    """
+    keys = slot_mask.shape[1]
+    causal = torch.ones(query_len, keys, dtype=torch.bool, device=slot_mask.device).tril(keys - query_len)
+    mask = causal[None, None] & slot_mask.bool()[:, None, None, :]
+    if attn_implementation == "sdpa":
+        return mask
+    if attn_implementation == "eager":
+        return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill_(~mask, torch.finfo(dtype).min)
+    raise ValueError(f"no dense 4-D mask for attn_implementation {attn_implementation!r}")
 
 
 def _drop_rows(cache: DynamicCache, attn: torch.Tensor, keep: list[int]) -> torch.Tensor:

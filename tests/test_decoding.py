@@ -397,3 +397,18 @@ def test_default_eos_comes_from_the_model():
         expected = f[:f.index(EOS) + 1] if EOS in f else f
         assert d == expected
         assert reason == ("eos" if EOS in f else "length")
+
+
+def test_pass_attention_mask_by_hand():
+    from selfdistill.decoding import pass_attention_mask
+
+    # 5 key slots: a hole at slot 1 (mask 0); the last 2 slots are this pass's queries
+    slots = torch.tensor([[1, 0, 1, 1, 1], [1, 1, 1, 0, 1]])
+    got = pass_attention_mask(slots, 2, attn_implementation="sdpa", dtype=torch.float64)
+    assert got.shape == (2, 1, 2, 5) and got.dtype == torch.bool
+    assert got[0, 0].int().tolist() == [[1, 0, 1, 1, 0], [1, 0, 1, 1, 1]]
+    assert got[1, 0].int().tolist() == [[1, 1, 1, 0, 0], [1, 1, 1, 0, 1]]
+    eager = pass_attention_mask(slots, 2, attn_implementation="eager", dtype=torch.float64)
+    assert torch.equal(eager == 0, got) and (eager[~got] == torch.finfo(torch.float64).min).all()
+    with pytest.raises(ValueError, match="flash_attention_2"):
+        pass_attention_mask(slots, 2, attn_implementation="flash_attention_2", dtype=torch.float64)
