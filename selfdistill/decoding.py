@@ -44,6 +44,7 @@ from transformers import DynamicCache
 
 from selfdistill.acceptance import (check_mask_margin, conf_adapt_accept, draft_lengths, static_accept,
                                     verify_accept)
+from selfdistill.layout import DENSE_MASK_IMPLEMENTATIONS, dense_mask_for
 from selfdistill.mask_token import mask_token_id_from
 
 STRATEGIES = ("static", "conf_adapt", "verify")
@@ -232,7 +233,7 @@ def mtp_generate(model, input_ids, attention_mask=None, *, mask_token_id: int | 
     device = model.get_input_embeddings().weight.device
 
     impl = getattr(model.config, "_attn_implementation", None)
-    dense_mask = impl in ("sdpa", "eager")  # hand the model its 4-D mask; others build theirs from the 2-D one
+    dense_mask = impl in DENSE_MASK_IMPLEMENTATIONS  # hand the model its 4-D mask; others build it from the 2-D one
     cache = DynamicCache(config=model.config)
     if any(cache.is_sliding) or any(getattr(cache, "is_linear", [])):
         raise ValueError("mtp_generate needs full-attention layers; this model's cache has sliding/linear layers")
@@ -436,12 +437,8 @@ def pass_attention_mask(slot_mask: torch.Tensor, query_len: int, *, attn_impleme
     """
     keys = slot_mask.shape[1]
     causal = torch.ones(query_len, keys, dtype=torch.bool, device=slot_mask.device).tril(keys - query_len)
-    mask = causal[None, None] & slot_mask.bool()[:, None, None, :]
-    if attn_implementation == "sdpa":
-        return mask
-    if attn_implementation == "eager":
-        return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill_(~mask, torch.finfo(dtype).min)
-    raise ValueError(f"no dense 4-D mask for attn_implementation {attn_implementation!r}")
+    allowed = causal[None, None] & slot_mask.bool()[:, None, None, :]
+    return dense_mask_for(allowed, attn_implementation=attn_implementation, dtype=dtype)
 
 
 def _drop_rows(cache: DynamicCache, attn: torch.Tensor, keep: list[int]) -> torch.Tensor:

@@ -323,13 +323,10 @@ def _whole_weights_unless_zero3_init(cfg: DistillConfig):
     so ``from_pretrained`` would partition the student under ``deepspeed.zero.Init``; the teacher, a deep copy of
     the student, would then copy empty ZeRO-3 shards and fail in its first forward.
     """
-    plugin = getattr(cfg, "deepspeed_plugin", None)
-    if plugin is None or plugin.is_zero3_init_enabled():
-        yield
-        return
     from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled, unset_hf_deepspeed_config
 
-    if not is_deepspeed_zero3_enabled():
+    plugin = getattr(cfg, "deepspeed_plugin", None)
+    if plugin is None or plugin.is_zero3_init_enabled() or not is_deepspeed_zero3_enabled():
         yield
         return
     unset_hf_deepspeed_config()

@@ -177,12 +177,20 @@ def attention_mask_4d(attention: torch.Tensor, *, attn_implementation: str, dtyp
     """
     if attention.dtype != torch.bool or attention.ndim != 2 or attention.shape[0] != attention.shape[1]:
         raise ValueError(f"attention must be a square bool matrix, got {attention.dtype} {tuple(attention.shape)}")
-    if attn_implementation == "sdpa":
-        mask = attention
-    elif attn_implementation == "eager":
-        mask = torch.zeros(attention.shape, dtype=dtype, device=attention.device)
-        mask.masked_fill_(~attention, torch.finfo(dtype).min)
-    else:
-        raise ValueError(f"attn_implementation {attn_implementation!r} cannot take a dense custom mask; "
-                         f"use one of {DENSE_MASK_IMPLEMENTATIONS}")
+    mask = dense_mask_for(attention, attn_implementation=attn_implementation, dtype=dtype)
     return mask[None, None].expand(batch_size, 1, *attention.shape)
+
+
+def dense_mask_for(allowed: torch.Tensor, *, attn_implementation: str, dtype: torch.dtype) -> torch.Tensor:
+    """A boolean mask (True = may attend), any shape, in the form ``attn_implementation`` reads a custom mask.
+
+    ``sdpa`` takes it as is; ``eager`` adds the mask to the scores, so it gets an additive float mask (0 where
+    allowed, ``finfo(dtype).min`` where not). Other implementations (flash kernels) cannot take a dense mask.
+    """
+    if attn_implementation == "sdpa":
+        return allowed
+    if attn_implementation == "eager":
+        return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill_(~allowed,
+                                                                                         torch.finfo(dtype).min)
+    raise ValueError(f"attn_implementation {attn_implementation!r} cannot take a dense custom mask; "
+                     f"use one of {DENSE_MASK_IMPLEMENTATIONS}")
