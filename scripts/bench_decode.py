@@ -10,8 +10,11 @@ wall time spent outside model forwards (Python bookkeeping, cache cropping, acce
 Why a decoder can fall short of its tokens per forward: a pass that feeds w tokens (the accepted chunk plus the
 masks) costs more than a one-token pass wherever the hardware is not purely latency-bound. So the script also
 times the bare model forward (no decoder around it) for w = 1..24 new tokens on a warm KV cache at each batch size
-(``forward_cost.csv``), and reports per setting ``forward_only_ratio``: its tokens per second of forward time over
-static k=1's, the speedup a decoder with zero bookkeeping would get on this hardware.
+(``forward_cost.csv``, with the model's linear layers alone timed beside it), and reports per setting
+``forward_only_ratio``: its tokens per second of forward time over static k=1's, the speedup a decoder with zero
+bookkeeping would get on this hardware; ``pass_cost_ratio``: its forward time per batched model call over static
+k=1's; ``tokens_per_forward_pooled``: all tokens over all row-passes (what wall time follows); and
+``speedup_per_tpf``: ``ratio_to_generate`` over that pooled tokens per forward.
 
 Writes ``bench.csv``, ``forward_cost.csv`` and ``bench.json`` (with command, commit, hardware, versions) into
 ``--out``. Never asserts on timing.
@@ -183,12 +186,12 @@ def run_mtp(model, rows, max_new_tokens, pad_id, device, options):
 
     ids, mask = _left_pad(rows, pad_id, device)
     out = mtp_generate(model, ids, mask, max_new_tokens=max_new_tokens, pad_token_id=pad_id, profile=True, **options)
-    return [len(s) for s in out.sequences], out.forward_passes, out.timings
+    return [len(s) for s in out.sequences], out.forward_passes, out.timings | {"model_calls": out.model_calls}
 
 
 def bench_one(model, prompts, name, options, batch_size, max_new_tokens, pad_id, device) -> dict:
     """One timed pass over all prompts with one setting."""
-    tokens, passes, forward_s, total_timed = [], [], 0.0, 0.0
+    tokens, passes, forward_s, total_timed, calls = [], [], 0.0, 0.0, 0
     _sync(device)
     start = time.perf_counter()
     for rows in _batches(prompts, batch_size):
@@ -200,6 +203,7 @@ def bench_one(model, prompts, name, options, batch_size, max_new_tokens, pad_id,
         passes += p
         forward_s += timing.get("forward_s", 0.0)
         total_timed += timing.get("total_s", 0.0)
+        calls += timing.get("model_calls", 0)
     _sync(device)
     seconds = time.perf_counter() - start
     tpf = [t / p for t, p in zip(tokens, passes)]
@@ -208,8 +212,12 @@ def bench_one(model, prompts, name, options, batch_size, max_new_tokens, pad_id,
         "seconds": seconds, "tokens_per_second": sum(tokens) / seconds,
         "tokens_per_forward_mean": statistics.fmean(tpf),
         "tokens_per_forward_std": statistics.stdev(tpf) if len(tpf) > 1 else 0.0,
+        # What wall time follows: all tokens over all row-passes (the mean of per-row ratios above weighs a short
+        # row that got lucky as much as a long one).
+        "tokens_per_forward_pooled": sum(tokens) / sum(passes),
         "overhead_share": (total_timed - forward_s) / total_timed if total_timed > 0 else float("nan"),
         "forward_seconds": forward_s if name != "generate" else float("nan"),
+        "model_calls": calls if name != "generate" else float("nan"),
     }
 
 
@@ -226,6 +234,10 @@ def forward_cost(model, *, batch_size: int, context: int, widths=FORWARD_WIDTHS,
     take turns over 3 rounds so slow phases of a shared machine hit all of them; the first forward of a run is
     not kept. ``repeats`` forwards per width in all. Returns one dict per width with ``ms`` (median) and
     ``ratio_to_w1`` (its cost relative to a one-token forward).
+
+    After each forward, the model's ``nn.Linear`` layers alone are run once in sequence on ``[batch, w, in]``
+    inputs (``linear_ms``, ``linear_ratio_to_w1``): the share of the forward's growth with ``w`` that the
+    matrix multiplications (the BLAS kernel at small ``batch * w``) account for.
     """
     from transformers import DynamicCache
 
@@ -234,6 +246,9 @@ def forward_cost(model, *, batch_size: int, context: int, widths=FORWARD_WIDTHS,
     prefix = torch.randint(0, vocab - 8, (batch_size, context), generator=g).to(device)
     cache = DynamicCache(config=model.config)
     times: dict[int, list[float]] = {w: [] for w in widths}
+    linear_times: dict[int, list[float]] = {w: [] for w in widths}
+    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    dtype = model.get_input_embeddings().weight.dtype
     with torch.no_grad():
         model(input_ids=prefix, past_key_values=cache, use_cache=True, logits_to_keep=1)
         rounds = 3
@@ -241,6 +256,8 @@ def forward_cost(model, *, batch_size: int, context: int, widths=FORWARD_WIDTHS,
             for w in widths:
                 mask = torch.ones(batch_size, context + w, dtype=torch.long, device=device)
                 positions = torch.arange(context, context + w, device=device)[None].repeat(batch_size, 1)
+                linear_inputs = [torch.randn(batch_size, w, m.in_features, generator=g).to(device, dtype)
+                                 for m in linears]
                 for rep in range(-(-repeats // rounds) + 1):
                     ids = torch.randint(0, vocab - 8, (batch_size, w), generator=g).to(device)
                     _sync(device)
@@ -251,10 +268,21 @@ def forward_cost(model, *, batch_size: int, context: int, widths=FORWARD_WIDTHS,
                     if rep:
                         times[w].append(time.perf_counter() - start)
                     cache.crop(-w)
+                    start = time.perf_counter()
+                    for layer, x in zip(linears, linear_inputs):
+                        layer(x)
+                    _sync(device)
+                    if rep:
+                        linear_times[w].append(time.perf_counter() - start)
     base = statistics.median(times[widths[0]])
-    return [{"batch_size": batch_size, "context": context, "new_tokens": w,
-             "ms": 1e3 * statistics.median(times[w]), "ratio_to_w1": statistics.median(times[w]) / base}
-            for w in widths]
+    linear_base = statistics.median(linear_times[widths[0]]) if linears else float("nan")
+    rows = []
+    for w in widths:
+        linear = statistics.median(linear_times[w]) if linears else float("nan")
+        rows.append({"batch_size": batch_size, "context": context, "new_tokens": w,
+                     "ms": 1e3 * statistics.median(times[w]), "ratio_to_w1": statistics.median(times[w]) / base,
+                     "linear_ms": 1e3 * linear, "linear_ratio_to_w1": linear / linear_base})
+    return rows
 
 
 def main(cfg) -> list[dict]:
@@ -294,19 +322,28 @@ def main(cfg) -> list[dict]:
                 row["forward_only_ratio"] = (row["new_tokens"] / row["forward_seconds"]
                                              / (k1["new_tokens"] / k1["forward_seconds"])
                                              if k1 is not None and name != "generate" else float("nan"))
+                # Forward time per batched model call relative to static k=1's (prefill included): what a
+                # multi-token pass costs on this hardware. A zero-overhead decoder's speedup is pooled tokens per
+                # forward / this; speedup_per_tpf is the share of tokens per forward that turned into speed.
+                row["pass_cost_ratio"] = (row["forward_seconds"] / row["model_calls"]
+                                          / (k1["forward_seconds"] / k1["model_calls"])
+                                          if k1 is not None and name != "generate" else float("nan"))
+                row["speedup_per_tpf"] = row["ratio_to_generate"] / row["tokens_per_forward_pooled"]
                 row["repeats"] = cfg.repeats
                 results.append(row)
                 print(f"bs={bs:<3d} {name:<11s} tok/s={row['tokens_per_second']:9.1f} "
                       f"tpf={row['tokens_per_forward_mean']:5.2f}±{row['tokens_per_forward_std']:.2f} "
                       f"x{row['ratio_to_generate']:.2f} vs generate  overhead={row['overhead_share']:.0%}  "
-                      f"forward-only x{row['forward_only_ratio']:.2f} vs k=1", flush=True)
+                      f"forward-only x{row['forward_only_ratio']:.2f} vs k=1  "
+                      f"pass cost x{row['pass_cost_ratio']:.2f}  speedup/tpf {row['speedup_per_tpf']:.2f}", flush=True)
             if cfg.forward_cost_repeats > 0:
                 context = round(statistics.fmean(map(len, prompts))) + cfg.max_new_tokens // 2
                 rows = forward_cost(model, batch_size=bs, context=context, repeats=cfg.forward_cost_repeats,
                                     device=cfg.device)
                 costs += rows
                 print(f"bs={bs:<3d} bare forward, {context} cached tokens: "
-                      + "  ".join(f"w={r['new_tokens']}: {r['ms']:.2f} ms (x{r['ratio_to_w1']:.2f})" for r in rows),
+                      + "  ".join(f"w={r['new_tokens']}: {r['ms']:.2f} ms (x{r['ratio_to_w1']:.2f}; linears "
+                                  f"{r['linear_ms']:.2f} ms, x{r['linear_ratio_to_w1']:.2f})" for r in rows),
                       flush=True)
 
     cfg.out.mkdir(parents=True, exist_ok=True)

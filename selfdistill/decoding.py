@@ -57,8 +57,9 @@ class MTPOutput:
     ``sequences`` are the generated ids only (no prompt); an EOS token that ended a row is kept and nothing
     after it. ``texts`` (only with a tokenizer) are decoded without special tokens and cut right before the
     first stop string. ``tokens_per_pass[b]`` lists how many tokens row ``b`` emitted in each of its passes.
-    ``finish_reasons`` are ``"eos"``, ``"stop_string"`` or ``"length"``. ``timings`` holds
-    seconds spent in model forwards vs. everything else (with ``profile=True``; device-synchronised).
+    ``finish_reasons`` are ``"eos"``, ``"stop_string"`` or ``"length"``. ``model_calls`` counts the batched
+    forward calls (at batch 1 it equals the row's ``forward_passes``). ``timings`` holds seconds spent in model
+    forwards vs. everything else (with ``profile=True``; device-synchronised).
     """
 
     sequences: list[list[int]]
@@ -67,6 +68,7 @@ class MTPOutput:
     finish_reasons: list[str]
     tokens_per_pass: list[list[int]] = field(default_factory=list)
     texts: list[str] | None = None
+    model_calls: int = 0
     timings: dict[str, float] = field(default_factory=dict)
 
 
@@ -251,6 +253,7 @@ def mtp_generate(model, input_ids, attention_mask=None, *, mask_token_id: int | 
     reach = [num_masks] * num_rows  # masks each row may use this pass (all of them unless mask_margin is set)
     attn = torch.zeros(num_rows, 0, dtype=torch.long, device=device)
     t_forward = t_total = 0.0
+    model_calls = 0
     t_start = time.perf_counter()
 
     while active:
@@ -305,6 +308,7 @@ def mtp_generate(model, input_ids, attention_mask=None, *, mask_token_id: int | 
             pass_mask = attn_full
         logits = model(input_ids=inputs[0, :, :block], attention_mask=pass_mask, position_ids=inputs[2, :, :block],
                        past_key_values=cache, use_cache=True, logits_to_keep=keep).logits
+        model_calls += 1
         if profile:
             _sync(device)
             t_forward += time.perf_counter() - t0
@@ -415,7 +419,8 @@ def mtp_generate(model, input_ids, attention_mask=None, *, mask_token_id: int | 
     passes = [len(p) for p in per_pass]
     return MTPOutput(sequences=outputs, forward_passes=passes,
                      tokens_per_forward=[len(s) / p for s, p in zip(outputs, passes)],
-                     finish_reasons=reasons, tokens_per_pass=per_pass, texts=texts, timings=timings)
+                     finish_reasons=reasons, tokens_per_pass=per_pass, texts=texts, model_calls=model_calls,
+                     timings=timings)
 
 
 def pass_attention_mask(slot_mask: torch.Tensor, query_len: int, *, attn_implementation: str,

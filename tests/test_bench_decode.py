@@ -4,6 +4,8 @@ import csv
 import importlib.util
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -30,8 +32,16 @@ def test_bench_decode_on_suite_prompts(tmp_path):
     # forward-only ratios are relative to static k=1; the bare-forward table has every width per batch size
     assert all(r["forward_only_ratio"] == 1.0 for r in rows if r["strategy"] == "static_k1")
     assert all(r["forward_only_ratio"] > 0 for r in rows if r["strategy"] != "generate")
+    assert all(r["pass_cost_ratio"] == 1.0 for r in rows if r["strategy"] == "static_k1")
+    for r in rows:  # the wall-clock identity the columns are built on
+        assert r["speedup_per_tpf"] * r["tokens_per_forward_pooled"] == pytest.approx(r["ratio_to_generate"])
+    k2 = [r for r in rows if r["strategy"] == "static_k2"]
+    assert all(1 < r["tokens_per_forward_pooled"] <= 2 for r in k2)
+    assert [r["model_calls"] for r in k2][0] < [r["model_calls"] for r in rows if r["strategy"] == "static_k1"][0]
     with open(tmp_path / "forward_cost.csv") as f:
         costs = list(csv.DictReader(f))
     assert [(int(c["batch_size"]), int(c["new_tokens"])) for c in costs] == [
         (b, w) for b in (1, 2) for w in bench.FORWARD_WIDTHS]
     assert all(float(c["ratio_to_w1"]) == 1.0 for c in costs if c["new_tokens"] == "1")
+    assert all(float(c["linear_ratio_to_w1"]) == 1.0 for c in costs if c["new_tokens"] == "1")
+    assert all(float(c["linear_ms"]) > 0 for c in costs)

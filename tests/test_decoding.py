@@ -209,6 +209,9 @@ def test_batched_matches_one_at_a_time(arch, attn):
         assert batched.sequences == [s.sequences[0] for s in singles], case
         assert batched.tokens_per_pass == [s.tokens_per_pass[0] for s in singles], case
         assert len({len(s) for s in batched.sequences}) > 1, "rows should finish at different times"
+        # every batched call carries all unfinished rows: as many calls as the longest-running row's passes
+        assert batched.model_calls == max(batched.forward_passes), case
+        assert all(s.model_calls == s.forward_passes[0] for s in singles), case
         if case["strategy"] == "conf_adapt":
             first = [p[0] for p in batched.tokens_per_pass]
             assert len(set(first)) > 1 or len({tuple(p) for p in batched.tokens_per_pass}) > 1
