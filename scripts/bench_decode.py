@@ -241,6 +241,8 @@ def forward_cost(model, *, batch_size: int, context: int, widths=FORWARD_WIDTHS,
     """
     from transformers import DynamicCache
 
+    from selfdistill.decoding import model_pass_mask
+
     vocab = model.get_input_embeddings().weight.shape[0]
     g = torch.Generator().manual_seed(0)
     prefix = torch.randint(0, vocab - 8, (batch_size, context), generator=g).to(device)
@@ -254,7 +256,8 @@ def forward_cost(model, *, batch_size: int, context: int, widths=FORWARD_WIDTHS,
         rounds = 3
         for _ in range(rounds):
             for w in widths:
-                mask = torch.ones(batch_size, context + w, dtype=torch.long, device=device)
+                # the mask the decoder would hand the model for this pass
+                mask = model_pass_mask(model, torch.ones(batch_size, context + w, dtype=torch.long, device=device), w)
                 positions = torch.arange(context, context + w, device=device)[None].repeat(batch_size, 1)
                 linear_inputs = [torch.randn(batch_size, w, m.in_features, generator=g).to(device, dtype)
                                  for m in linears]

@@ -234,8 +234,6 @@ def mtp_generate(model, input_ids, attention_mask=None, *, mask_token_id: int | 
     filler = int(pad_token_id) if pad_token_id is not None else 0
     device = model.get_input_embeddings().weight.device
 
-    impl = getattr(model.config, "_attn_implementation", None)
-    dense_mask = impl in DENSE_MASK_IMPLEMENTATIONS  # hand the model its 4-D mask; others build it from the 2-D one
     cache = DynamicCache(config=model.config)
     if any(cache.is_sliding) or any(getattr(cache, "is_linear", [])):
         raise ValueError("mtp_generate needs full-attention layers; this model's cache has sliding/linear layers")
@@ -302,10 +300,7 @@ def mtp_generate(model, input_ids, attention_mask=None, *, mask_token_id: int | 
         if profile:
             _sync(device)
             t0 = time.perf_counter()
-        if dense_mask and block > 1:
-            pass_mask = pass_attention_mask(attn_full, block, attn_implementation=impl, dtype=model.dtype)
-        else:  # one query (transformers' cheap path) or e.g. flash attention, which takes the 2-D mask only
-            pass_mask = attn_full
+        pass_mask = model_pass_mask(model, attn_full, block)
         logits = model(input_ids=inputs[0, :, :block], attention_mask=pass_mask, position_ids=inputs[2, :, :block],
                        past_key_values=cache, use_cache=True, logits_to_keep=keep).logits
         model_calls += 1
@@ -421,6 +416,18 @@ def mtp_generate(model, input_ids, attention_mask=None, *, mask_token_id: int | 
                      tokens_per_forward=[len(s) / p for s, p in zip(outputs, passes)],
                      finish_reasons=reasons, tokens_per_pass=per_pass, texts=texts, model_calls=model_calls,
                      timings=timings)
+
+
+def model_pass_mask(model, slot_mask: torch.Tensor, query_len: int) -> torch.Tensor:
+    """The attention mask :func:`mtp_generate` hands ``model`` for a pass of ``query_len`` queries.
+
+    Its own 4-D mask (:func:`pass_attention_mask`) for more than one query under sdpa/eager; else the 2-D
+    ``slot_mask`` ``[B, K]`` as is: one query is transformers' cheap path, and e.g. flash attention takes 2-D only.
+    """
+    impl = getattr(model.config, "_attn_implementation", None)
+    if query_len > 1 and impl in DENSE_MASK_IMPLEMENTATIONS:
+        return pass_attention_mask(slot_mask, query_len, attn_implementation=impl, dtype=model.dtype)
+    return slot_mask
 
 
 def pass_attention_mask(slot_mask: torch.Tensor, query_len: int, *, attn_implementation: str,
