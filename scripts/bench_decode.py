@@ -291,6 +291,7 @@ def forward_cost(model, *, batch_size: int, context: int, widths=FORWARD_WIDTHS,
 def main(cfg) -> list[dict]:
     from selfdistill.provenance import provenance
 
+    run_provenance = provenance()  # now: the outputs this run writes into the tree would make it "+dirty" later
     torch.manual_seed(0)
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
@@ -359,7 +360,7 @@ def main(cfg) -> list[dict]:
             writer = csv.DictWriter(f, fieldnames=list(costs[0]))
             writer.writeheader()
             writer.writerows(costs)
-    meta = provenance() | {"model": desc, "device": cfg.device, "dtype": cfg.dtype,
+    meta = run_provenance | {"model": desc, "device": cfg.device, "dtype": cfg.dtype,
                            "max_new_tokens": cfg.max_new_tokens, "args": {k: str(v) for k, v in vars(cfg).items()}}
     (cfg.out / "bench.json").write_text(json.dumps({"meta": meta, "results": results, "forward_cost": costs},
                                                    indent=2))

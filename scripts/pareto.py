@@ -204,6 +204,7 @@ def main(cfg: ParetoConfig) -> Path:
           f"{len(todo)} to run")
 
     started = time.time()
+    run_provenance = provenance()  # now: the run files this sweep writes into the tree would make it "+dirty" later
     if todo:
         model, tokenizer = load_model(model_path, cfg, add_mask=cfg.add_mask_token)
         # Warm-up (lazy init, allocator, kernels) so the first setting's tokens/s is not charged for it.
@@ -222,7 +223,7 @@ def main(cfg: ParetoConfig) -> Path:
                        f"tok/fwd {summary['tokens_per_forward_mean']:.2f} tok/s {summary['tokens_per_second']:.1f}")
 
     summaries = {task: [done[(task, s.name)] for s in grid] for task in cfg.tasks}
-    meta = {"provenance": provenance(), "config": asdict(cfg), "sweep_seconds_this_run": time.time() - started,
+    meta = {"provenance": run_provenance, "config": asdict(cfg), "sweep_seconds_this_run": time.time() - started,
             "rows": {task: len(r) for task, r in rows.items()}}
     written = write_reports(root, summaries, meta=meta, plots=cfg.plots)
     print(f"wrote {', '.join(str(p.relative_to(root)) for p in written.values())} in {root}")

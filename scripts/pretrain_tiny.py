@@ -62,6 +62,7 @@ def main(cfg: PretrainConfig, shape: TinyModelShape = TinyModelShape()) -> Path:
     torch.set_num_threads(cfg.num_threads)
     out = Path(cfg.output_dir)
     started = time.time()
+    run_provenance = provenance()  # now: the checkpoint written into the tree would make it "+dirty" later
     rows = synthetic_dataset("train", n_per_subtask=cfg.n_per_subtask, seed=cfg.seed)
     earlier_stages = []
     if cfg.init_from:
@@ -93,7 +94,7 @@ def main(cfg: PretrainConfig, shape: TinyModelShape = TinyModelShape()) -> Path:
     tokenizer.save_pretrained(out)
     shutil.rmtree(out / "_trainer", ignore_errors=True)
     record = {
-        **provenance(),
+        **run_provenance,
         "config": asdict(cfg) | {"shape": asdict(shape) if not cfg.init_from else "from init_from"},
         "parameters": sum(p.numel() for p in model.parameters()),
         "train_rows": len(train),
