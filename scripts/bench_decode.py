@@ -24,6 +24,8 @@ Launch:
     .venv/bin/python scripts/bench_decode.py --model CKPT_DIR --prompts prompts.jsonl --out results/bench_decode/
     .venv/bin/python scripts/bench_decode.py --model tiny-student --suite synthetic --out results/bench_decode/x
     .venv/bin/python scripts/bench_decode.py --random-llama 256,6 --out results/bench_decode/  # untrained model
+    # on a GPU: a Llama-3.2-1B-shaped random model in bf16 (the GPU's name goes into the --out folder by hand)
+    python scripts/bench_decode.py --random-llama llama-3.2-1b --dtype bfloat16 --device cuda --out DIR
 Default model: the shipped tiny teacher (:func:`selfdistill.tiny.teacher_path`) if present, else a random
 tiny Llama. A checkpoint without the ``<mtp>`` mask id gets one (``add_mask_token``) so masks can be fed; the
 numbers then measure speed only (an untrained model predicts poorly at masks).
@@ -68,8 +70,9 @@ _TEMPLATES = [
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", help="Hugging Face checkpoint directory (default: the shipped tiny teacher)")
-    p.add_argument("--random-llama", metavar="HIDDEN,LAYERS",
-                   help="benchmark a random Llama of this shape instead (vocab --random-vocab)")
+    p.add_argument("--random-llama", metavar="HIDDEN,LAYERS | llama-3.2-1b",
+                   help="benchmark a random Llama of this shape instead (vocab --random-vocab), or of the shape of "
+                        "Llama-3.2-1B (its own vocabulary)")
     p.add_argument("--random-vocab", type=int, default=8192)
     p.add_argument("--prompts", type=Path, help="JSONL file; each line has a 'prompt' (or 'text'/'question') field")
     p.add_argument("--suite", help="take zero-shot prompts from this task suite instead (e.g. synthetic, bbh_learnt: "
@@ -77,7 +80,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--limit", type=int, default=32, help="number of prompts (default 32)")
     p.add_argument("--max-new-tokens", type=int, default=64)
     p.add_argument("--batch-sizes", default="1,16", help="comma-separated (default 1,16)")
-    p.add_argument("--only", help="comma-separated subset of strategy names (default: all)")
+    p.add_argument("--only", help="comma-separated subset of strategy names (default: all); generate and "
+                                  "static_k1, the baselines of the ratios, always run")
     p.add_argument("--repeats", type=int, default=3,
                    help="time each setting this many times, interleaved with the others; report the fastest")
     p.add_argument("--forward-cost-repeats", type=int, default=30,
@@ -86,7 +90,31 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16", "float64"])
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--out", type=Path, default=Path("results/bench_decode"))
-    return p.parse_args(argv)
+    cfg = p.parse_args(argv)
+    unknown = set(cfg.only.split(",")) - {n for n, _ in STRATEGIES} if cfg.only else set()
+    if unknown:
+        p.error(f"--only: unknown setting(s) {sorted(unknown)}; choose from {[n for n, _ in STRATEGIES]}")
+    if cfg.random_llama:
+        try:
+            random_llama_shape(cfg.random_llama, vocab_size=cfg.random_vocab)
+        except ValueError as err:
+            p.error(str(err))
+    return cfg
+
+
+def random_llama_shape(spec: str, *, vocab_size: int) -> dict:
+    """``tiny_model`` options for ``--random-llama``: ``"HIDDEN,LAYERS"`` (64-dim heads, 2 query heads per KV head,
+    MLP 2x hidden) or ``"llama-3.2-1b"`` (:data:`selfdistill.testing.LLAMA_3_2_1B_SHAPE`)."""
+    from selfdistill.testing import LLAMA_3_2_1B_SHAPE
+
+    if spec == "llama-3.2-1b":
+        return dict(LLAMA_3_2_1B_SHAPE)
+    parts = spec.split(",")
+    if len(parts) != 2 or not all(p.strip().isdigit() and int(p) > 0 for p in parts):
+        raise ValueError(f"--random-llama takes HIDDEN,LAYERS (two positive ints) or llama-3.2-1b, got {spec!r}")
+    hidden, layers = (int(p) for p in parts)
+    return dict(hidden_size=hidden, num_layers=layers, vocab_size=vocab_size, num_heads=max(1, hidden // 64),
+                num_kv_heads=max(1, hidden // 128))
 
 
 def load_model(cfg):
@@ -95,10 +123,10 @@ def load_model(cfg):
     if cfg.random_llama:
         from selfdistill.testing import tiny_model
 
-        hidden, layers = (int(x) for x in cfg.random_llama.split(","))
-        model = tiny_model("llama", dtype=dtype, hidden_size=hidden, num_layers=layers, vocab_size=cfg.random_vocab,
-                           num_heads=max(1, hidden // 64), num_kv_heads=max(1, hidden // 128), max_positions=4096)
-        return model.to(cfg.device), None, f"random llama hidden={hidden} layers={layers} vocab={cfg.random_vocab}"
+        shape = random_llama_shape(cfg.random_llama, vocab_size=cfg.random_vocab)
+        model = tiny_model("llama", dtype=dtype, max_positions=4096, **shape)
+        described = " ".join(f"{k}={v}" for k, v in shape.items())
+        return model.to(cfg.device), None, f"random llama ({cfg.random_llama}) {described}"
     path = cfg.model
     if path is not None:
         from selfdistill.tiny import resolve_model_path
@@ -300,7 +328,7 @@ def main(cfg) -> list[dict]:
     prompts = load_prompts(cfg, tokenizer, vocab)
     pad_id = tokenizer.pad_token_id if tokenizer is not None and tokenizer.pad_token_id is not None else 0
     only = set(cfg.only.split(",")) if cfg.only else None
-    chosen = [(n, o) for n, o in STRATEGIES if only is None or n in only or n == "generate"]
+    chosen = [(n, o) for n, o in STRATEGIES if only is None or n in only or n in ("generate", "static_k1")]
     batch_sizes = [int(b) for b in cfg.batch_sizes.split(",")]
 
     # Warm-up (allocator, kernels, lazy imports) so the first measured row is not penalised.

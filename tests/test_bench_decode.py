@@ -5,6 +5,7 @@ import importlib.util
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -45,3 +46,20 @@ def test_bench_decode_on_suite_prompts(tmp_path):
     assert all(float(c["ratio_to_w1"]) == 1.0 for c in costs if c["new_tokens"] == "1")
     assert all(float(c["linear_ratio_to_w1"]) == 1.0 for c in costs if c["new_tokens"] == "1")
     assert all(float(c["linear_ms"]) > 0 for c in costs)
+
+
+def test_random_llama_shapes():
+    bench = _load_script()
+    assert bench.random_llama_shape("1024,8", vocab_size=8192) == dict(
+        hidden_size=1024, num_layers=8, vocab_size=8192, num_heads=16, num_kv_heads=8)
+    # the preset is Llama-3.2-1B's shape: built without memory, it has that model's 1,235,814,400 parameters
+    from selfdistill.testing import tiny_model
+
+    with torch.device("meta"):
+        model = tiny_model("llama", dtype=torch.bfloat16, **bench.random_llama_shape("llama-3.2-1b", vocab_size=1))
+    assert sum(p.numel() for p in model.parameters()) == 1_235_814_400
+    for bad in ("1024", "1024,x", "0,8", "1024,8,2"):
+        with pytest.raises(SystemExit):
+            bench.parse_args(["--random-llama", bad])
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--only", "static_k2,conf_0.5"])  # a typo must not silently drop a setting
