@@ -2,7 +2,7 @@
 
 Extractors return the normalised answer string, or ``None`` when the completion has no answer in the expected
 form. :func:`grade` compares an extracted answer with a gold answer normalised the same way. Completions should
-already be cut at the task's stop strings (``selfdistill.prompts.stop_strings``), as lm-eval does, so that a
+already be cut at the task's stop strings (``selfdistill.data.prompts.stop_strings``), as lm-eval does, so that a
 model that rambles into a new "Q:" is graded on its own answer only.
 
 Choices (and where they differ from lm-eval 0.4.13, whose tables the paper reports):

@@ -26,7 +26,7 @@ Launch:
     .venv/bin/python scripts/bench_decode.py --random-llama 256,6 --out results/bench_decode/  # untrained model
     # on a GPU: a Llama-3.2-1B-shaped random model in bf16 (the GPU's name goes into the --out folder by hand)
     python scripts/bench_decode.py --random-llama llama-3.2-1b --dtype bfloat16 --device cuda --out DIR
-Default model: the shipped tiny teacher (:func:`selfdistill.tiny.teacher_path`) if present, else a random
+Default model: the shipped tiny teacher (:func:`selfdistill.models.tiny.teacher_path`) if present, else a random
 tiny Llama. A checkpoint without the ``<mtp>`` mask id gets one (``add_mask_token``) so masks can be fed; the
 numbers then measure speed only (an untrained model predicts poorly at masks).
 """
@@ -43,6 +43,8 @@ from pathlib import Path
 
 import torch
 
+from selfdistill.models.loader import DTYPES, resolve_device
+
 STRATEGIES = [
     ("generate", {}),
     ("static_k1", dict(strategy="static", k=1)),
@@ -53,7 +55,7 @@ STRATEGIES = [
     ("conf_0.9", dict(strategy="conf_adapt", k_max=16, threshold=0.9)),
     ("conf_0.7", dict(strategy="conf_adapt", k_max=16, threshold=0.7)),
     ("verify", dict(strategy="verify", k_max=16, threshold=0.9)),
-    # Adaptive mask count: masks used last pass + 2 (selfdistill.decoding, mask_margin).
+    # Adaptive mask count: masks used last pass + 2 (selfdistill.decode.decoder, mask_margin).
     ("conf_0.9_m2", dict(strategy="conf_adapt", k_max=16, threshold=0.9, mask_margin=2)),
     ("conf_0.7_m2", dict(strategy="conf_adapt", k_max=16, threshold=0.7, mask_margin=2)),
     ("verify_m2", dict(strategy="verify", k_max=16, threshold=0.9, mask_margin=2)),
@@ -87,8 +89,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--forward-cost-repeats", type=int, default=30,
                    help="timed forwards per width for forward_cost.csv (0 = skip that table)")
     p.add_argument("--num-threads", type=int, help="torch CPU threads (default: torch's choice)")
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16", "float64"])
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--dtype", default="float32", choices=[d for d in DTYPES if d != "auto"])
+    p.add_argument("--device", default="auto", type=resolve_device, help="auto (cuda if available), cpu, cuda:N")
     p.add_argument("--out", type=Path, default=Path("results/bench_decode"))
     cfg = p.parse_args(argv)
     unknown = set(cfg.only.split(",")) - {n for n, _ in STRATEGIES} if cfg.only else set()
@@ -104,8 +106,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def random_llama_shape(spec: str, *, vocab_size: int) -> dict:
     """``tiny_model`` options for ``--random-llama``: ``"HIDDEN,LAYERS"`` (64-dim heads, 2 query heads per KV head,
-    MLP 2x hidden) or ``"llama-3.2-1b"`` (:data:`selfdistill.testing.LLAMA_3_2_1B_SHAPE`)."""
-    from selfdistill.testing import LLAMA_3_2_1B_SHAPE
+    MLP 2x hidden) or ``"llama-3.2-1b"`` (:data:`selfdistill.models.tiny.LLAMA_3_2_1B_SHAPE`)."""
+    from selfdistill.models.tiny import LLAMA_3_2_1B_SHAPE
 
     if spec == "llama-3.2-1b":
         return dict(LLAMA_3_2_1B_SHAPE)
@@ -121,40 +123,34 @@ def load_model(cfg):
     """Returns ``(model, tokenizer_or_None, description)``; the model carries a mask id."""
     dtype = getattr(torch, cfg.dtype)
     if cfg.random_llama:
-        from selfdistill.testing import tiny_model
+        from selfdistill.models.tiny import tiny_model
 
         shape = random_llama_shape(cfg.random_llama, vocab_size=cfg.random_vocab)
         model = tiny_model("llama", dtype=dtype, max_positions=4096, **shape)
         described = " ".join(f"{k}={v}" for k, v in shape.items())
         return model.to(cfg.device), None, f"random llama ({cfg.random_llama}) {described}"
     path = cfg.model
-    if path is not None:
-        from selfdistill.tiny import resolve_model_path
-
-        path = resolve_model_path(path)  # tiny-teacher / tiny-student aliases
-    else:
+    if path is None:
         try:
-            from selfdistill.tiny import teacher_path
+            from selfdistill.models.tiny import teacher_path
 
             path = str(teacher_path())
         except (ImportError, FileNotFoundError) as err:
             print(f"no shipped tiny teacher ({err}); using a random tiny Llama", file=sys.stderr)
             cfg.random_llama = "256,6"
             return load_model(cfg)
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from selfdistill.models.loader import load_model as load_checkpoint
+    from selfdistill.models.mask_token import add_mask_token
 
-    from selfdistill.mask_token import add_mask_token
-
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).eval()
+    model, tokenizer = load_checkpoint(path, dtype=dtype)  # aliases (tiny-teacher, tiny-student) resolved there
     add_mask_token(model, tokenizer)  # a no-op when the checkpoint already carries <mtp>
     return model.to(cfg.device), tokenizer, path
 
 
 def load_prompts(cfg, tokenizer, vocab_size: int) -> list[list[int]]:
     if cfg.suite is not None:
-        from selfdistill.prompts import render_prompt
-        from selfdistill.task_suites import suite_rows
+        from selfdistill.data.prompts import render_prompt
+        from selfdistill.eval.task_suites import suite_rows
 
         rows = suite_rows(cfg.suite, limit=cfg.limit)
         texts = [render_prompt(row) for row in rows[::max(1, len(rows) // cfg.limit)][:cfg.limit]]
@@ -192,7 +188,7 @@ def _sync(device):
 
 
 def _eos_ids(model) -> set[int]:
-    from selfdistill.decoding import default_eos_ids
+    from selfdistill.decode.decoder import default_eos_ids
 
     return default_eos_ids(model)
 
@@ -210,7 +206,7 @@ def run_generate(model, rows, max_new_tokens, pad_id, device):
 
 
 def run_mtp(model, rows, max_new_tokens, pad_id, device, options):
-    from selfdistill.decoding import mtp_generate
+    from selfdistill.decode.decoder import mtp_generate
 
     ids, mask = _left_pad(rows, pad_id, device)
     out = mtp_generate(model, ids, mask, max_new_tokens=max_new_tokens, pad_token_id=pad_id, profile=True, **options)
@@ -269,7 +265,7 @@ def forward_cost(model, *, batch_size: int, context: int, widths=FORWARD_WIDTHS,
     """
     from transformers import DynamicCache
 
-    from selfdistill.decoding import model_pass_mask
+    from selfdistill.decode.decoder import model_pass_mask
 
     vocab = model.get_input_embeddings().weight.shape[0]
     g = torch.Generator().manual_seed(0)

@@ -49,10 +49,10 @@ def parse_args(argv=None) -> argparse.Namespace:
 def _measure(mode: str, args: argparse.Namespace, queue) -> None:
     import torch
 
-    from selfdistill.distill_step import distill_step
-    from selfdistill.distill_trainer import frozen_teacher
-    from selfdistill.layout import build_layout
-    from selfdistill.testing import tiny_model
+    from selfdistill.train.distill_step import distill_step
+    from selfdistill.train.trainer import frozen_teacher
+    from selfdistill.train.layout import build_layout
+    from selfdistill.models.tiny import tiny_model
 
     device = torch.device(args.device)
     model = tiny_model(args.arch, attn_implementation=args.attn_implementation, dtype=torch.float32,
@@ -105,8 +105,9 @@ def hardware(device: str) -> str:
 def main(args: argparse.Namespace) -> dict:
     import torch
 
-    if args.device == "auto":
-        args.device = "cuda" if torch.cuda.is_available() else "cpu"
+    from selfdistill.models.loader import resolve_device
+
+    args.device = resolve_device(args.device)
     ctx = mp.get_context("spawn")
     results = {}
     for mode in MODES:

@@ -23,10 +23,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from selfdistill.paths import REPO_ROOT
-from selfdistill.sweep import PAPER_K_MAX, PAPER_STATIC_K, PAPER_THRESHOLDS
-from selfdistill.task_suites import SUITES
+from selfdistill.eval.sweep import PAPER_K_MAX, PAPER_STATIC_K, PAPER_THRESHOLDS
+from selfdistill.eval.task_suites import SUITES
 
-DTYPES = ("auto", "float32", "bfloat16", "float16", "float64")
 PROMPT_STYLES = ("zero_shot", "few_shot")
 
 
@@ -55,7 +54,7 @@ class ParetoConfig:
     add_mask_token: bool = field(default=False, metadata={
         "help": "give a model without <mtp> an untrained one (step-0 baseline) instead of refusing"})
     batch_size: int = 8
-    dtype: str = field(default="float32", metadata={"help": f"one of {DTYPES}"})
+    dtype: str = field(default="float32", metadata={"help": "auto, float32, bfloat16, float16 or float64"})
     device: str = field(default="auto", metadata={"help": "auto (cuda if available), cpu, cuda, cuda:1..."})
     prompt_style: str = field(default="zero_shot", metadata={"help": f"one of {PROMPT_STYLES}"})
     chat_template: bool = field(default=False, metadata={"help": "wrap prompts in the tokenizer's chat template"})
@@ -74,7 +73,7 @@ class ParetoConfig:
 
 def check_config(cfg: ParetoConfig) -> None:
     """Every argument error, raised as a ``ValueError`` naming the problem, before any data or model loads."""
-    from selfdistill.task_suites import check_suite_options
+    from selfdistill.eval.task_suites import check_suite_options
 
     if not cfg.tasks:
         raise ValueError("no tasks given")
@@ -92,21 +91,21 @@ def check_config(cfg: ParetoConfig) -> None:
         raise ValueError(f"max_new_tokens must be >= 1, got {cfg.max_new_tokens}")
     if cfg.k_max < 1 or any(k < 1 for k in cfg.static_k):
         raise ValueError(f"k_max and static k must be >= 1 (got k_max={cfg.k_max}, static_k={cfg.static_k})")
-    if cfg.dtype not in DTYPES:
-        raise ValueError(f"unknown dtype {cfg.dtype!r}; choose from {DTYPES}")
+    from selfdistill.models.loader import resolve_device, resolve_dtype
+
+    resolve_dtype(cfg.dtype)
     if cfg.prompt_style not in PROMPT_STYLES:
         raise ValueError(f"unknown prompt_style {cfg.prompt_style!r}; choose from {PROMPT_STYLES}")
     if cfg.gzip_samples not in ("auto", "yes", "no"):
         raise ValueError(f"gzip_samples must be auto, yes or no, got {cfg.gzip_samples!r}")
-    if not re.fullmatch(r"cpu|auto|mps|cuda(:\d+)?", cfg.device):
-        raise ValueError(f"unknown device {cfg.device!r}; use auto, cpu, cuda or cuda:N")
+    resolve_device(cfg.device)
     if cfg.name is not None and not re.fullmatch(r"[\w.+-]+", cfg.name):
         raise ValueError(f"name {cfg.name!r} must be a plain folder name (letters, digits, . _ + -)")
     settings(cfg)  # threshold range, duplicates, empty grid
 
 
 def settings(cfg: ParetoConfig):
-    from selfdistill.sweep import sweep_settings
+    from selfdistill.eval.sweep import sweep_settings
 
     return sweep_settings(generate=cfg.generate_baseline, static_k=cfg.static_k if cfg.static else (),
                           thresholds=cfg.thresholds if cfg.conf_adapt else (),
@@ -116,7 +115,8 @@ def settings(cfg: ParetoConfig):
 
 def resolve_model(name: str) -> str:
     """The checkpoint path of ``name`` (aliases resolved), with an error that says what to do if it is absent."""
-    from selfdistill.tiny import TINY_STUDENT_ALIAS, resolve_model_path
+    from selfdistill.models.loader import resolve_model_path
+    from selfdistill.models.tiny import TINY_STUDENT_ALIAS
 
     try:
         return resolve_model_path(name)
@@ -130,7 +130,7 @@ def check_mask_token(path: str, *, needed: bool, add: bool) -> None:
     """Refuse, before loading weights, a model without ``<mtp>`` when the grid needs masks (unless ``add``)."""
     if not needed or add:
         return
-    from selfdistill.mask_token import CONFIG_KEY, mask_token_id_in_checkpoint
+    from selfdistill.models.mask_token import CONFIG_KEY, mask_token_id_in_checkpoint
 
     if mask_token_id_in_checkpoint(path) is None:
         raise ValueError(f"{path} has no <mtp> mask token ({CONFIG_KEY} missing from its config), so static k>1, "
@@ -149,17 +149,11 @@ def checkpoint_signature(path: str) -> str:
 
 
 def load_model(path: str, cfg: ParetoConfig, *, add_mask: bool):
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from selfdistill.models import loader
 
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device
-    dtype = "auto" if cfg.dtype == "auto" else getattr(torch, cfg.dtype)
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device).eval()
+    model, tokenizer = loader.load_model(path, dtype=cfg.dtype, device=cfg.device)
     if add_mask:
-        from selfdistill.mask_token import add_mask_token
+        from selfdistill.models.mask_token import add_mask_token
 
         add_mask_token(model, tokenizer)  # a no-op when the checkpoint already carries <mtp>
     return model, tokenizer
@@ -170,10 +164,10 @@ def main(cfg: ParetoConfig) -> Path:
     import torch
     from tqdm.auto import tqdm
 
-    from selfdistill.evaluation import evaluate
+    from selfdistill.eval.evaluation import evaluate
     from selfdistill.provenance import provenance
-    from selfdistill.sweep import SweepStore, by_subtask, needs_mask_token, write_reports
-    from selfdistill.task_suites import suite_rows
+    from selfdistill.eval.sweep import SweepStore, by_subtask, needs_mask_token, write_reports
+    from selfdistill.eval.task_suites import suite_rows
 
     check_config(cfg)
     grid = settings(cfg)

@@ -22,10 +22,10 @@ import torch
 from transformers import (AutoModelForCausalLM, AutoTokenizer, DataCollatorForSeq2Seq, HfArgumentParser, Trainer,
                           TrainingArguments)
 
-from selfdistill.prompts import render_training_text
+from selfdistill.data.prompts import render_training_text
 from selfdistill.provenance import provenance
-from selfdistill.synthetic import synthetic_dataset
-from selfdistill.tiny import ASSET_DIR, TinyModelShape, build_tiny_llama, train_tokenizer
+from selfdistill.data.synthetic import synthetic_dataset
+from selfdistill.models.tiny import ASSET_DIR, TinyModelShape, build_tiny_llama, train_tokenizer
 
 
 @dataclass(kw_only=True)

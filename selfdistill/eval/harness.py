@@ -1,0 +1,186 @@
+"""lm-evaluation-harness (0.4.13) integration: the ``selfdistill`` model and the helpers our task YAMLs call.
+
+Importing this module registers the model ``selfdistill`` with lm-eval. Its ``generate_until`` decodes through
+:func:`selfdistill.eval.evaluation.decode_batch` (the same code path as ``scripts/pareto.py``), so any strategy of
+:class:`selfdistill.eval.evaluation.DecodeSetting` (``generate``, ``static``, ``conf_adapt``, ``verify``) can be
+scored on any generative lm-eval task; loglikelihood requests are plain forward passes (inherited from
+lm-eval's ``HFLM``). model_args: ``pretrained`` (path, hub id, or ``tiny-student``/``tiny-teacher``),
+``strategy``, ``threshold``, ``k``, ``k_max``, ``mask_margin``, ``add_mask_token`` and HFLM's own
+(``batch_size``, ``dtype``, ``device``, ...).
+
+Tokens per forward pass (mean and std over requests, prefill counted) and tokens/s per task are kept by the
+model, reported in ``results["config"]["selfdistill_decoding"]`` by lm-eval itself (via ``get_model_info``) and
+copied beside each task's metrics by :func:`add_decode_metrics` (the launcher ``python -m selfdistill.lm_eval``
+does that, so they print in lm-eval's table).
+
+The task YAMLs in :data:`TASKS_DIR` (``sd_gsm8k``, ``sd_gsm8k_cot``, ``sd_bbh``, ``sd_bbh_cot``, ``sd_bbh_learnt``,
+``sd_synthetic``, ``sd_metamathqa``) read the offline copies under ``../shared/data`` through
+:mod:`selfdistill.eval.task_suites`, render prompts with :mod:`selfdistill.data.prompts` and grade with :mod:`rewards`,
+exactly as the sweep does. ``--metadata '{"gsm8k_path": ..., "bbh_path": ..., "metamathqa_path": ...}'``
+points them at other local files or hub ids.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import datasets
+from lm_eval.api.registry import register_model
+from lm_eval.models.huggingface import HFLM
+from tqdm.auto import tqdm
+
+from rewards import grade, grader_for_task
+from selfdistill.eval.evaluation import DecodeSetting, decode_batch, speed_summary
+from selfdistill.data.prompts import fewshot_prefix_for, render_prompt
+
+TASKS_DIR = Path(__file__).resolve().parent / "lm_eval_tasks"
+MODEL_NAME = "selfdistill"
+
+
+@register_model(MODEL_NAME)
+class SelfDistillLM(HFLM):
+    """HFLM whose ``generate_until`` runs our multi-token decoder (greedy); see the module docstring."""
+
+    def __init__(self, pretrained="tiny-student", strategy: str = "conf_adapt", threshold: float = 0.9, k: int = 1,
+                 k_max: int = 16, mask_margin: int | None = None, add_mask_token: bool = False, **kwargs):
+        if isinstance(pretrained, str):
+            from selfdistill.models.loader import resolve_model_path
+
+            pretrained = resolve_model_path(pretrained)
+        self.setting = DecodeSetting(strategy=strategy, k=int(k), threshold=float(threshold), k_max=int(k_max),
+                                     mask_margin=None if mask_margin in (None, "", "None") else int(mask_margin))
+        kwargs.setdefault("device", "cpu" if not _cuda() else "cuda")
+        super().__init__(pretrained=pretrained, **kwargs)
+        from selfdistill.models.mask_token import add_mask_token as add_mask
+        from selfdistill.models.mask_token import mask_token_id_from
+        from selfdistill.eval.sweep import needs_mask_token
+
+        if needs_mask_token([self.setting]) and mask_token_id_from(self.model) is None:
+            if not _as_bool(add_mask_token):
+                raise ValueError(f"{pretrained} has no <mtp> mask token, which strategy {strategy!r} needs; use a "
+                                 "distilled checkpoint or add_mask_token=True (untrained mask, step-0 baseline)")
+            add_mask(self.model, self.tokenizer)
+        #: One entry per generate_until request: task, new tokens, forward passes, its batch's decode seconds.
+        self.decode_records: list[dict] = []
+        self._decode_seconds: dict[str, float] = defaultdict(float)
+
+    def generate_until(self, requests, disable_tqdm: bool = False) -> list[str]:
+        """Greedy decoding of each request with ``self.setting``; batches hold one task and one gen_kwargs."""
+        groups: dict[tuple, list[int]] = defaultdict(list)
+        for i, req in enumerate(requests):
+            groups[(req.task_name or "", json.dumps(req.args[1], sort_keys=True, default=str))].append(i)
+        batch_size = self.batch_size if isinstance(self.batch_size, int) else self.max_batch_size
+        out: list[str | None] = [None] * len(requests)
+        eos_text = self.tok_decode(self.eot_token_id, skip_special_tokens=False)
+        pbar = tqdm(total=len(requests), disable=disable_tqdm or self.rank != 0,
+                    desc=f"generate_until ({self.setting.name})")
+        for (task, _), idx in groups.items():
+            gen_kwargs = dict(requests[idx[0]].args[1])
+            until = gen_kwargs.pop("until", None) or []
+            until = [until] if isinstance(until, str) else [s for s in until if s and s != eos_text]
+            max_new = int(gen_kwargs.pop("max_gen_toks", self.max_gen_toks))
+            if _as_bool(gen_kwargs.pop("do_sample", False)) or float(gen_kwargs.pop("temperature", 0) or 0) > 0:
+                raise ValueError(f"task {task!r} asks for sampling; the selfdistill model decodes greedily only")
+            idx = sorted(idx, key=lambda i: len(requests[i].args[0]))
+            for start in range(0, len(idx), batch_size):
+                batch = idx[start:start + batch_size]
+                t0 = time.perf_counter()
+                gens = decode_batch(self.model, self.tokenizer, [requests[i].args[0] for i in batch], self.setting,
+                                    max_new_tokens=max_new, stops=until)
+                self._decode_seconds[task] += time.perf_counter() - t0
+                for i, g in zip(batch, gens):
+                    out[i] = g.text
+                    self.decode_records.append({"task": task, "new_tokens": g.new_tokens,
+                                                "forward_passes": g.forward_passes,
+                                                "tokens_per_forward": g.new_tokens / max(g.forward_passes, 1)})
+                    self.cache_hook.add_partial("generate_until", requests[i].args, g.text)
+                pbar.update(len(batch))
+        pbar.close()
+        return out
+
+    def decode_summary(self) -> dict:
+        """Setting plus, per task, tokens per forward (mean/std over requests) and tokens/s of generate_until."""
+        per_task: dict[str, list[dict]] = defaultdict(list)
+        for r in self.decode_records:
+            per_task[r["task"]].append(r)
+        batch = self.batch_size if isinstance(self.batch_size, int) else self.max_batch_size
+        return {"setting": self.setting.name, "strategy": self.setting.strategy, "k": self.setting.k,
+                "threshold": self.setting.threshold, "k_max": self.setting.k_max,
+                "per_task": {t: {"n": len(rs)} | speed_summary(rs, seconds=self._decode_seconds[t], batch_size=batch)
+                             for t, rs in per_task.items()}}
+
+    def get_model_info(self) -> dict:
+        # HFLM's version asks the hub for the model's sha (network); the rest is what matters offline.
+        return {"model_num_parameters": sum(p.numel() for p in self.model.parameters()),
+                "model_dtype": str(self.model.dtype), "selfdistill_decoding": self.decode_summary()}
+
+
+def add_decode_metrics(results: dict) -> dict:
+    """Copy tokens per forward (mean, std) and tokens/s from ``results["config"]["selfdistill_decoding"]`` into
+    each task's metrics (filter ``none``), so they print beside accuracy in lm-eval's table. Returns ``results``."""
+    info = results.get("config", {}).get("selfdistill_decoding", {})
+    for task, stats in info.get("per_task", {}).items():
+        if task in results.get("results", {}):
+            results["results"][task].update({
+                "tokens_per_forward,none": stats["tokens_per_forward_mean"],
+                "tokens_per_forward_std,none": stats["tokens_per_forward_std"],
+                "tokens_per_second,none": stats["tokens_per_second"]})
+    return results
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def _as_bool(v) -> bool:
+    return v if isinstance(v, bool) else str(v).strip().lower() in ("1", "true", "yes")
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Functions the task YAMLs call (``!function selfdistill.eval.harness.<name>``).
+# ------------------------------------------------------------------------------------------------------------
+def _suite_dataset(name: str, *, path=None, **options) -> datasets.DatasetDict:
+    """A task suite as lm-eval's dataset: one ``test`` split of normalised rows (all of them; lm-eval's
+    ``--limit`` takes the first n)."""
+    from selfdistill.eval.task_suites import suite_rows
+
+    return datasets.DatasetDict({"test": datasets.Dataset.from_list(suite_rows(name, path=path, **options))})
+
+
+def gsm8k_dataset(gsm8k_path=None, **_metadata) -> datasets.DatasetDict:
+    return _suite_dataset("gsm8k", path=gsm8k_path)
+
+
+def bbh_dataset(bbh_path=None, bbh_subtasks=None, **_metadata) -> datasets.DatasetDict:
+    return _suite_dataset("bbh", path=bbh_path, subtasks=bbh_subtasks)
+
+
+def bbh_learnt_dataset(bbh_path=None, **_metadata) -> datasets.DatasetDict:
+    return _suite_dataset("bbh_learnt", path=bbh_path)
+
+
+def synthetic_dataset(**_metadata) -> datasets.DatasetDict:
+    return _suite_dataset("synthetic")
+
+
+def metamathqa_dataset(metamathqa_path=None, **_metadata) -> datasets.DatasetDict:
+    return _suite_dataset("metamathqa", path=metamathqa_path)
+
+
+def doc_to_text_zero_shot(doc: dict) -> str:
+    return render_prompt(doc, style="zero_shot")
+
+
+def doc_to_text_few_shot(doc: dict) -> str:
+    """The few-shot CoT prompt, exemplars included (fixed exemplars, so the YAMLs use ``num_fewshot: 0``)."""
+    return render_prompt(doc, style="few_shot", fewshot_prefix=fewshot_prefix_for(doc["task"], doc["subtask"]))
+
+
+def process_results(doc: dict, results: list[str]) -> dict:
+    """``acc`` of the (stop-string-cut) completion under the task's grader from :mod:`rewards`."""
+    return {"acc": float(grade(grader_for_task(doc["task"]), results[0], doc["answer"]))}

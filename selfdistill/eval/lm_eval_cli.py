@@ -1,0 +1,96 @@
+"""Run lm-evaluation-harness with our decoder: registers the ``selfdistill`` model, adds the ``sd_*`` task YAMLs,
+calls ``lm_eval.simple_evaluate``, prints lm-eval's table with tokens per forward pass beside the metrics, and
+writes the results JSON (with provenance) to ``--output_path``.
+
+    python -m selfdistill.lm_eval --model_args pretrained=tiny-student,strategy=conf_adapt,threshold=0.9 \\
+        --tasks sd_synthetic,sd_bbh_learnt --limit 20
+    python -m selfdistill.lm_eval --model_args pretrained=path/to/ckpt,strategy=static,k=1,dtype=float32 \\
+        --tasks sd_gsm8k_cot --batch_size 1 --device cuda --output_path results/lm_eval
+    python -m selfdistill.lm_eval --model_args pretrained=path/to/ckpt,strategy=conf_adapt,threshold=0.9 \\
+        --tasks gsm8k_cot --device cuda   # lm-eval's own task (hub data, its own prompts and metrics)
+
+Offline data: the ``sd_*`` tasks read ``../shared/data`` (or ``$SELFDISTILL_DATA_DIR``); ``--metadata
+'{"gsm8k_path": "openai/gsm8k", "bbh_path": "lukaemon/bbh", "metamathqa_path": "meta-math/MetaMathQA"}'``
+switches them to hub copies.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m selfdistill.lm_eval", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="selfdistill", help="lm-eval model name (default: our decoder)")
+    p.add_argument("--model_args", default="pretrained=tiny-student",
+                   help="pretrained=...,strategy=generate|static|conf_adapt|verify,threshold=,k=,k_max=,dtype=,...")
+    p.add_argument("--tasks", required=True, help="comma-separated task names (sd_* are ours, offline)")
+    p.add_argument("--limit", type=float, default=None, help="first n documents per task (<1: a fraction)")
+    p.add_argument("--batch_size", default=None, help="overrides model_args batch_size")
+    p.add_argument("--device", default=None, help="overrides model_args device")
+    p.add_argument("--num_fewshot", type=int, default=None)
+    p.add_argument("--gen_kwargs", default=None, help="overrides of the tasks' generation kwargs, e.g. max_gen_toks=64")
+    p.add_argument("--apply_chat_template", action="store_true")
+    p.add_argument("--include_path", action="append", default=[], help="extra task YAML folders")
+    p.add_argument("--metadata", default="{}", help="JSON passed to the tasks (data paths)")
+    p.add_argument("--output_path", default=None, help="folder for results_<time>.json (and samples)")
+    p.add_argument("--log_samples", action="store_true")
+    p.add_argument("--seed", type=int, default=0)
+    return p
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = build_parser().parse_args(argv)
+    try:
+        metadata = json.loads(args.metadata)
+    except json.JSONDecodeError as err:
+        raise SystemExit(f"--metadata is not valid JSON: {err}")
+    tasks = [t for t in args.tasks.split(",") if t]
+    if not tasks:
+        raise SystemExit("--tasks is empty")
+
+    from lm_eval import simple_evaluate
+    from lm_eval.tasks import TaskManager
+    from lm_eval.utils import handle_non_serializable, make_table
+
+    from selfdistill.eval.harness import TASKS_DIR, add_decode_metrics  # registers the "selfdistill" model
+    from selfdistill.provenance import provenance
+
+    ours = {p.stem for p in TASKS_DIR.glob("*.yaml")}
+    manager = TaskManager(include_path=[str(TASKS_DIR), *args.include_path],
+                          include_defaults=not set(tasks) <= ours, metadata=metadata)
+    limit = int(args.limit) if args.limit is not None and args.limit >= 1 else args.limit
+    results = simple_evaluate(model=args.model, model_args=args.model_args, tasks=tasks, limit=limit,
+                              batch_size=args.batch_size, device=args.device, num_fewshot=args.num_fewshot,
+                              gen_kwargs=args.gen_kwargs, apply_chat_template=args.apply_chat_template,
+                              task_manager=manager,
+                              log_samples=args.log_samples, random_seed=args.seed, numpy_random_seed=args.seed,
+                              torch_random_seed=args.seed, fewshot_random_seed=args.seed)
+    if results is None:  # not the main rank
+        return {}
+    add_decode_metrics(results)
+    results["selfdistill_provenance"] = provenance(["-m", "selfdistill.lm_eval", *(argv or sys.argv[1:])])
+    print(make_table(results))
+    if args.output_path:
+        out = Path(args.output_path)
+        out.mkdir(parents=True, exist_ok=True)
+        stamp = time.strftime("%Y%m%dT%H%M%S")
+        samples = results.pop("samples", None)
+        (out / f"results_{stamp}.json").write_text(json.dumps(results, indent=2, default=handle_non_serializable))
+        if samples:
+            for task, rows in samples.items():
+                with open(out / f"samples_{task}_{stamp}.jsonl", "w") as f:
+                    for row in rows:
+                        f.write(json.dumps(row, default=handle_non_serializable) + "\n")
+            results["samples"] = samples
+        print(f"wrote {out / f'results_{stamp}.json'}")
+    return results
+
+
+if __name__ == "__main__":
+    main()

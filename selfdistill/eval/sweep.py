@@ -1,0 +1,271 @@
+"""A decoding sweep: the grid of settings, the resumable store of finished (task, setting) results, and the
+reports written from them (CSV, JSON, markdown frontier tables, PNG plots). Driven by ``scripts/pareto.py``.
+
+Layout of a sweep folder ``results/<name>/``:
+
+- ``runs/<task>__<setting>.json``: one finished (task, setting): its summary and the *fingerprint* of the
+  conditions it was measured under (model, prompt format, limit, seed, dtype, device, batch size...). A re-run
+  with the same fingerprint skips it; a different fingerprint is refused (``overwrite`` redoes it).
+- ``samples/<task>__<setting>.jsonl`` (``.jsonl.gz`` for big runs): one record per scored item (completion,
+  extracted answer, gold, correctness, tokens, forward passes), so every number can be audited.
+- ``summary.csv``, ``summary.json`` (with provenance), ``frontier.md``, ``plots/<task>.png``.
+
+Metrics are :func:`selfdistill.eval.evaluation.summarize`'s (METHOD.md section 5): accuracy with its binomial
+standard error, tokens per forward pass (per-sample ratio with the prefill pass counted, then mean and
+standard deviation across samples), tokens/s measured over decoding only at the stated batch size.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import json
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+
+from selfdistill.eval.evaluation import DecodeSetting
+from selfdistill.eval.frontier import frontier_mask
+
+#: ConfAdapt thresholds swept in the paper (METHOD.md section 6), most to least conservative.
+PAPER_THRESHOLDS = (0.995, 0.99, 0.98, 0.97, 0.96, 0.95, 0.90, 0.87, 0.85, 0.80, 0.75, 0.70, 0.65, 0.60)
+PAPER_STATIC_K = (1, 2, 3, 4, 5)
+PAPER_K_MAX = 16
+
+#: The two frontiers reported per task: (name, x column, x label). Accuracy is always the y axis.
+FRONTIERS = (("tokens_per_forward", "tokens_per_forward_mean", "tokens per forward pass"),
+             ("tokens_per_second", "tokens_per_second", "tokens / s"))
+CSV_COLUMNS = ("task", "setting", "strategy", "k", "threshold", "k_max", "mask_margin", "n", "accuracy",
+               "accuracy_stderr", "tokens_per_forward_mean", "tokens_per_forward_std", "tokens_per_second",
+               "batch_size", "seconds", "new_tokens", "forward_passes", "frontier_tokens_per_forward",
+               "frontier_tokens_per_second")
+
+
+def sweep_settings(*, generate: bool = True, static_k: Sequence[int] = PAPER_STATIC_K,
+                   thresholds: Sequence[float] = PAPER_THRESHOLDS, k_max: int = PAPER_K_MAX, verify: bool = True,
+                   verify_threshold: float = 0.0, mask_margin: int | None = None) -> list[DecodeSetting]:
+    """The settings of a sweep, in report order: generate baseline, static k, ConfAdapt, verify.
+
+    ``verify_threshold`` is the confidence a mask prediction needs to become a draft in lossless mode (0: every
+    mask prediction is drafted; the output is plain greedy decoding whatever it is). ``mask_margin`` gives
+    ConfAdapt and verify the adaptive mask count of :func:`selfdistill.decode.decoder.mtp_generate`.
+    """
+    for t in thresholds:
+        if not 0.0 < t <= 1.0:
+            raise ValueError(f"ConfAdapt thresholds must be in (0, 1], got {t}")
+    if len(set(thresholds)) != len(thresholds) or len(set(static_k)) != len(static_k):
+        raise ValueError(f"duplicate thresholds or static k values: {list(thresholds)}, {list(static_k)}")
+    if not 0.0 <= verify_threshold <= 1.0:
+        raise ValueError(f"verify_threshold must be in [0, 1], got {verify_threshold}")
+    settings = [DecodeSetting(strategy="generate")] if generate else []
+    settings += [DecodeSetting(strategy="static", k=k) for k in static_k]
+    settings += [DecodeSetting(strategy="conf_adapt", threshold=t, k_max=k_max, mask_margin=mask_margin)
+                 for t in thresholds]
+    if verify:
+        settings.append(DecodeSetting(strategy="verify", threshold=verify_threshold, k_max=k_max,
+                                      mask_margin=mask_margin))
+    if not settings:
+        raise ValueError("the sweep has no settings: enable generate, static k, thresholds or verify")
+    return settings
+
+
+def needs_mask_token(settings: Sequence[DecodeSetting]) -> bool:
+    """Whether any setting appends ``<mtp>`` masks (everything but ``generate`` and static k=1)."""
+    return any((s.strategy == "static" and s.k > 1) or (s.strategy in ("conf_adapt", "verify") and s.k_max > 1)
+               for s in settings)
+
+
+def run_key(task: str, setting: DecodeSetting) -> str:
+    """File stem of one (task, setting): ``<task>__<setting name>`` (safe as a file name)."""
+    return re.sub(r"[^\w.+-]", "_", f"{task}__{setting.name}")
+
+
+class SweepStore:
+    """Finished (task, setting) results of one sweep folder, saved as they finish; see the module docstring."""
+
+    def __init__(self, root: str | Path, *, fingerprint: dict, overwrite: bool = False, gzip_samples: bool = False):
+        self.root = Path(root)
+        self.fingerprint = fingerprint
+        self.overwrite = overwrite
+        self.gzip_samples = gzip_samples
+
+    def _run_file(self, task: str, setting: DecodeSetting) -> Path:
+        return self.root / "runs" / f"{run_key(task, setting)}.json"
+
+    def samples_file(self, task: str, setting: DecodeSetting) -> Path:
+        return self.root / "samples" / f"{run_key(task, setting)}.jsonl{'.gz' if self.gzip_samples else ''}"
+
+    def load(self, task: str, setting: DecodeSetting) -> dict | None:
+        """The stored summary of (task, setting), ``None`` if not done (or ``overwrite``).
+
+        Raises if it was measured under other conditions, naming the differences: mixing them in one table
+        would be wrong, and silently redoing them would throw away work.
+        """
+        path = self._run_file(task, setting)
+        if self.overwrite or not path.is_file():
+            return None
+        stored = json.loads(path.read_text())
+        want = self.fingerprint | {"setting": asdict(setting)}
+        have = stored.get("fingerprint", {})
+        diff = {k: (have.get(k), want.get(k)) for k in sorted(set(want) | set(have)) if have.get(k) != want.get(k)}
+        if diff:
+            raise ValueError(
+                f"{path} was measured under different conditions (stored, requested): {diff}. Use another "
+                "--name for the new conditions, or --overwrite to redo them here.")
+        return stored["summary"]
+
+    def save(self, task: str, setting: DecodeSetting, records: list[dict], summary: dict) -> None:
+        """Write the samples, then the run file (its presence marks the pair done)."""
+        samples = self.samples_file(task, setting)
+        samples.parent.mkdir(parents=True, exist_ok=True)
+        for stale in samples.parent.glob(f"{run_key(task, setting)}.jsonl*"):
+            stale.unlink()
+        opener = gzip.open if self.gzip_samples else open
+        with opener(samples, "wt", encoding="utf-8") as f:
+            for r in records:
+                f.write(json.dumps(r, ensure_ascii=False) + "\n")
+        run = self._run_file(task, setting)
+        run.parent.mkdir(parents=True, exist_ok=True)
+        tmp = run.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps({"task": task, "setting": setting.name,
+                                   "fingerprint": self.fingerprint | {"setting": asdict(setting)},
+                                   "summary": summary, "samples": str(samples.relative_to(self.root))}, indent=2))
+        tmp.replace(run)  # atomic: an interrupted run never leaves a half-written result behind
+
+
+def by_subtask(records: list[dict]) -> dict[str, dict]:
+    """``{subtask: {"n", "accuracy"}}`` of a task's records (suites mix subtasks; the total hides them)."""
+    out: dict[str, dict] = {}
+    for r in records:
+        d = out.setdefault(r["subtask"] or r["task"], {"n": 0, "correct": 0})
+        d["n"] += 1
+        d["correct"] += int(r["correct"])
+    return {k: {"n": v["n"], "accuracy": v["correct"] / v["n"]} for k, v in out.items()}
+
+
+def table_rows(task: str, summaries: Sequence[dict]) -> list[dict]:
+    """Flat rows (:data:`CSV_COLUMNS`) of one task's summaries, with both frontier memberships marked."""
+    rows = []
+    for s in summaries:
+        st = s["setting"]
+        row = {c: s.get(c) for c in CSV_COLUMNS}
+        row.update(task=task, setting=st["name"], strategy=st["strategy"],
+                   k=st["k"] if st["strategy"] == "static" else None,
+                   threshold=st["threshold"] if st["strategy"] in ("conf_adapt", "verify") else None,
+                   k_max=st["k_max"] if st["strategy"] in ("conf_adapt", "verify") else None)
+        rows.append(row)
+    for name, xcol, _ in FRONTIERS:
+        for row, on in zip(rows, frontier_mask(rows, x=xcol, y="accuracy")):
+            row[f"frontier_{name}"] = on
+    return rows
+
+
+def write_csv(path: Path, rows: Sequence[dict]) -> None:
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: ("" if r.get(k) is None else r[k]) for k in CSV_COLUMNS})
+
+
+def _fmt(v: float | None, digits: int) -> str:
+    return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{digits}f}"
+
+
+def frontier_markdown(rows_by_task: dict[str, list[dict]], *, model: str, batch_size: int) -> str:
+    """One markdown table per task: every setting, frontier members marked (README-includable)."""
+    lines = [f"# Accuracy vs speed: `{model}`", "",
+             "Accuracy ± standard error (%); tokens per forward pass, mean ± std over samples (prefill pass "
+             f"counted); tokens/s measured at batch size {batch_size}. Frontier (non-dominated, higher is better "
+             "on both axes): **F** accuracy vs tokens per forward, **T** accuracy vs tokens/s.", ""]
+    for task, rows in rows_by_task.items():
+        lines += [f"## {task} (n = {rows[0]['n']})", "",
+                  "| setting | accuracy (%) | tokens / forward | tokens / s | frontier |",
+                  "|---|---:|---:|---:|:---:|"]
+        for r in rows:
+            marks = "".join(m for m, key in (("F", "frontier_tokens_per_forward"), ("T", "frontier_tokens_per_second"))
+                            if r[key])
+            lines.append(f"| {r['setting']} | {_fmt(100 * r['accuracy'], 1)} ± {_fmt(100 * r['accuracy_stderr'], 1)} "
+                         f"| {_fmt(r['tokens_per_forward_mean'], 2)} ± {_fmt(r['tokens_per_forward_std'], 2)} "
+                         f"| {_fmt(r['tokens_per_second'], 1)} | {marks} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def plot_task(path: Path, task: str, rows: Sequence[dict], *, model: str, batch_size: int) -> None:
+    """Accuracy vs tokens per forward (left) and vs tokens/s (right): ConfAdapt curve, static-k points, verify,
+    the generate baseline, error bars = standard error, frontier drawn as a step line and ringed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.6))
+    styles = {"conf_adapt": dict(color="tab:blue", marker="o", ls="-", label="ConfAdapt (threshold)"),
+              "static": dict(color="tab:orange", marker="s", ls="none", label="static k"),
+              "verify": dict(color="tab:green", marker="D", ls="none", label="verify (lossless)"),
+              "generate": dict(color="black", marker="*", ls="none", ms=12, label="model.generate")}
+    for ax, (name, xcol, xlabel) in zip(axes, FRONTIERS):
+        for strategy, style in styles.items():
+            pts = [r for r in rows if r["strategy"] == strategy and _finite(r[xcol])]
+            if strategy == "conf_adapt":
+                pts.sort(key=lambda r: -r["threshold"])
+            if not pts:
+                continue
+            if name == "tokens_per_second":
+                style = style | {"ls": "none"}  # measured speed need not fall with the threshold: no curve
+            ax.errorbar([r[xcol] for r in pts], [100 * r["accuracy"] for r in pts],
+                        yerr=[100 * _nan0(r["accuracy_stderr"]) for r in pts], capsize=2, **style)
+            for r in pts:
+                label = (f"{r['threshold']:g}" if strategy == "conf_adapt"
+                         else f"k={r['k']}" if strategy == "static" else None)
+                if label:
+                    ax.annotate(label, (r[xcol], 100 * r["accuracy"]), fontsize=7, xytext=(3, 3),
+                                textcoords="offset points")
+        front = sorted((r for r in rows if r[f"frontier_{name}"]), key=lambda r: r[xcol])
+        if front:
+            ax.step([r[xcol] for r in front], [100 * r["accuracy"] for r in front], where="post", color="red",
+                    alpha=0.35, lw=6, zorder=0, label="Pareto frontier")
+            ax.scatter([r[xcol] for r in front], [100 * r["accuracy"] for r in front], s=160, facecolors="none",
+                       edgecolors="red", zorder=5)
+        ax.set_xlabel(xlabel + (f" (batch size {batch_size})" if name == "tokens_per_second" else ""))
+        ax.set_ylabel("accuracy (%)")
+        ax.set_ylim(-2, min(102, 100 * max(r["accuracy"] for r in rows) * 1.15 + 5))
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8, loc="best")
+    fig.suptitle(f"{task}: {model} (n = {rows[0]['n']})")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _finite(v) -> bool:
+    return v is not None and not (isinstance(v, float) and math.isnan(v))
+
+
+def _nan0(v) -> float:
+    return 0.0 if not _finite(v) else v
+
+
+def write_reports(root: Path, summaries: dict[str, list[dict]], *, meta: dict, plots: bool = True) -> dict[str, Path]:
+    """``summary.csv``, ``summary.json``, ``frontier.md`` and (``plots``) ``plots/<task>.png`` from the finished
+    summaries ``{task: [summary per setting]}``; ``meta`` (provenance, config) goes into ``summary.json``.
+    Returns the written paths by kind."""
+    rows_by_task = {task: table_rows(task, s) for task, s in summaries.items() if s}
+    all_rows = [r for rows in rows_by_task.values() for r in rows]
+    written = {"csv": root / "summary.csv", "json": root / "summary.json", "markdown": root / "frontier.md"}
+    write_csv(written["csv"], all_rows)
+    frontiers = {task: {name: [r["setting"] for r in sorted(rows, key=lambda r: r[xcol]) if r[f"frontier_{name}"]]
+                        for name, xcol, _ in FRONTIERS} for task, rows in rows_by_task.items()}
+    written["json"].write_text(json.dumps(meta | {"results": summaries, "frontier": frontiers}, indent=2,
+                                          default=str))
+    model, batch = meta["config"]["model"], meta["config"]["batch_size"]
+    written["markdown"].write_text(frontier_markdown(rows_by_task, model=model, batch_size=batch))
+    if plots:
+        for task, rows in rows_by_task.items():
+            written[f"plot_{task}"] = root / "plots" / f"{task}.png"
+            plot_task(written[f"plot_{task}"], task, rows, model=model, batch_size=batch)
+    return written

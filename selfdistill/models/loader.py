@@ -1,0 +1,93 @@
+"""The one way every entry point gets a model: ``load_model(name_or_path) -> (model, tokenizer)``.
+
+``name_or_path`` is a model alias (:data:`MODEL_SOURCES`), a local checkpoint folder or a hub id. Aliases are
+registered in one place, :data:`MODEL_SOURCES`: a new embedded model is one new entry mapping its name to a
+function that returns its checkpoint folder (raising ``FileNotFoundError`` with the fix when it is absent).
+
+Also here: the one table of dtype names (:data:`DTYPES`) and the one device resolution (:func:`resolve_device`).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from selfdistill.models import tiny
+
+#: Dtype names accepted by every entry point (``auto``: the checkpoint's own dtype).
+DTYPES: dict[str, torch.dtype | str] = {"auto": "auto", "float32": torch.float32, "bfloat16": torch.bfloat16,
+                                        "float16": torch.float16, "float64": torch.float64}
+
+#: Alias -> function returning the checkpoint folder. Extension by addition: register new embedded models here.
+MODEL_SOURCES: dict[str, Callable[[], Path]] = {
+    tiny.TINY_TEACHER_ALIAS: tiny.teacher_path,
+    tiny.TINY_STUDENT_ALIAS: tiny.student_path,
+}
+
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?")
+
+
+def resolve_dtype(name: str | torch.dtype | None) -> torch.dtype | str:
+    """``"bfloat16"`` -> ``torch.bfloat16``; ``None``/``"auto"`` -> ``"auto"``; a ``torch.dtype`` passes through."""
+    if name is None or isinstance(name, torch.dtype):
+        return name or "auto"
+    if name not in DTYPES:
+        raise ValueError(f"unknown dtype {name!r}; choose from {tuple(DTYPES)}")
+    return DTYPES[name]
+
+
+def resolve_device(name: str | None = "auto") -> str:
+    """``"auto"``/``None`` -> ``"cuda"`` when a GPU is visible, else ``"cpu"``; ``cpu``, ``cuda``, ``cuda:N``,
+    ``mps`` pass through; anything else is refused."""
+    if name in (None, "auto"):
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if not re.fullmatch(r"cpu|mps|cuda(:\d+)?", name):
+        raise ValueError(f"unknown device {name!r}; use auto, cpu, cuda, cuda:N or mps")
+    return name
+
+
+def resolve_model_path(name_or_path: str) -> str:
+    """An alias -> its checkpoint folder; an existing local folder -> itself; a hub id -> itself.
+
+    Raises ``FileNotFoundError`` for a path that does not exist (a name that has a path separator or starts with
+    ``.``/``~``, or any name that is neither an alias nor a valid hub id), naming the aliases.
+    """
+    if name_or_path in MODEL_SOURCES:
+        return str(MODEL_SOURCES[name_or_path]())
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise FileNotFoundError(f"{name_or_path} is a folder but holds no config.json: not a model checkpoint")
+        return str(path)
+    looks_local = name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1 or "\\" in name_or_path
+    if looks_local or path.exists() or not _HUB_ID.fullmatch(name_or_path):
+        raise FileNotFoundError(f"model {name_or_path!r}: no such folder, and not an alias ({', '.join(MODEL_SOURCES)}) "
+                                "or a hub id of the form 'org/name'")
+    return name_or_path
+
+
+def load_model(name_or_path: str, *, dtype: str | torch.dtype | None = None, device: str | None = None,
+               attn_implementation: str | None = None):
+    """``(model, tokenizer)`` in eval mode on ``device``; the tokenizer always has a pad token (EOS if it had none).
+
+    Args:
+        name_or_path: alias, local checkpoint folder or hub id (see :func:`resolve_model_path`).
+        dtype: a :data:`DTYPES` name or ``torch.dtype``; ``None``: the checkpoint's own.
+        device: see :func:`resolve_device`; ``None``: leave where ``from_pretrained`` puts it (CPU).
+        attn_implementation: ``sdpa``, ``eager``, ...; ``None``: transformers' default.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    dtype = resolve_dtype(dtype)
+    path = resolve_model_path(name_or_path)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    extra = {} if attn_implementation is None else {"attn_implementation": attn_implementation}
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, **extra)
+    if device is not None:
+        model = model.to(resolve_device(device))
+    return model.eval(), tokenizer

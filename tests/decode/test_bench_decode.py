@@ -1,0 +1,60 @@
+"""Smoke test of scripts/bench_decode.py: it runs end to end on the shipped student and reports every setting."""
+
+import csv
+
+import pytest
+import torch
+
+from support import load_script
+
+
+def _load_script():
+    return load_script("bench_decode")
+
+
+def test_bench_decode_on_suite_prompts(tmp_path):
+    bench = _load_script()
+    cfg = bench.parse_args(["--model", "tiny-student", "--suite", "synthetic", "--limit", "3", "--max-new-tokens", "6",
+                            "--batch-sizes", "1,2", "--repeats", "1", "--only", "static_k1,static_k2,conf_0.9_m2",
+                            "--num-threads", "1", "--forward-cost-repeats", "2", "--out", str(tmp_path)])
+    rows = bench.main(cfg)
+    assert [(r["batch_size"], r["strategy"]) for r in rows] == [
+        (b, s) for b in (1, 2) for s in ("generate", "static_k1", "static_k2", "conf_0.9_m2")]
+    assert all(r["prompts"] == 3 and r["new_tokens"] > 0 for r in rows)
+    assert all(r["ratio_to_generate"] == 1.0 for r in rows if r["strategy"] == "generate")
+    with open(tmp_path / "bench.csv") as f:
+        assert len(list(csv.DictReader(f))) == len(rows)
+    assert (tmp_path / "bench.json").is_file()
+    # forward-only ratios are relative to static k=1; the bare-forward table has every width per batch size
+    assert all(r["forward_only_ratio"] == 1.0 for r in rows if r["strategy"] == "static_k1")
+    assert all(r["forward_only_ratio"] > 0 for r in rows if r["strategy"] != "generate")
+    assert all(r["pass_cost_ratio"] == 1.0 for r in rows if r["strategy"] == "static_k1")
+    for r in rows:  # the wall-clock identity the columns are built on
+        assert r["speedup_per_tpf"] * r["tokens_per_forward_pooled"] == pytest.approx(r["ratio_to_generate"])
+    k2 = [r for r in rows if r["strategy"] == "static_k2"]
+    assert all(1 < r["tokens_per_forward_pooled"] <= 2 for r in k2)
+    assert [r["model_calls"] for r in k2][0] < [r["model_calls"] for r in rows if r["strategy"] == "static_k1"][0]
+    with open(tmp_path / "forward_cost.csv") as f:
+        costs = list(csv.DictReader(f))
+    assert [(int(c["batch_size"]), int(c["new_tokens"])) for c in costs] == [
+        (b, w) for b in (1, 2) for w in bench.FORWARD_WIDTHS]
+    assert all(float(c["ratio_to_w1"]) == 1.0 for c in costs if c["new_tokens"] == "1")
+    assert all(float(c["linear_ratio_to_w1"]) == 1.0 for c in costs if c["new_tokens"] == "1")
+    assert all(float(c["linear_ms"]) > 0 for c in costs)
+
+
+def test_random_llama_shapes():
+    bench = _load_script()
+    assert bench.random_llama_shape("1024,8", vocab_size=8192) == dict(
+        hidden_size=1024, num_layers=8, vocab_size=8192, num_heads=16, num_kv_heads=8)
+    # the preset is Llama-3.2-1B's shape: built without memory, it has that model's 1,235,814,400 parameters
+    from selfdistill.models.tiny import tiny_model
+
+    with torch.device("meta"):
+        model = tiny_model("llama", dtype=torch.bfloat16, **bench.random_llama_shape("llama-3.2-1b", vocab_size=1))
+    assert sum(p.numel() for p in model.parameters()) == 1_235_814_400
+    for bad in ("1024", "1024,x", "0,8", "1024,8,2"):
+        with pytest.raises(SystemExit):
+            bench.parse_args(["--random-llama", bad])
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--only", "static_k2,conf_0.5"])  # a typo must not silently drop a setting

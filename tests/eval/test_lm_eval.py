@@ -1,0 +1,110 @@
+"""lm-evaluation-harness path: our model through simple_evaluate on an offline task gives metrics and tokens per
+forward, and scores exactly what selfdistill.eval.evaluation (the Pareto sweep's core) scores."""
+
+import pytest
+import torch
+import yaml
+
+from support import save_tiny_checkpoint
+
+pytest.importorskip("lm_eval")
+
+from lm_eval import simple_evaluate  # noqa: E402
+from lm_eval.tasks import TaskManager  # noqa: E402
+
+from selfdistill.eval.harness import TASKS_DIR, add_decode_metrics  # noqa: E402
+
+SUITE_OF_TASK = {"sd_gsm8k": ("gsm8k", "zero_shot"), "sd_gsm8k_cot": ("gsm8k", "few_shot"),
+                 "sd_bbh": ("bbh", "zero_shot"), "sd_bbh_cot": ("bbh", "few_shot"),
+                 "sd_bbh_learnt": ("bbh", "zero_shot"), "sd_synthetic": ("synth_gsm synth_bbh", "zero_shot"),
+                 "sd_metamathqa": ("metamathqa", "zero_shot")}
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    return save_tiny_checkpoint(tmp_path_factory.mktemp("ckpt"))
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny models on a shared CPU: more threads only wait for each other
+    yield
+    torch.set_num_threads(before)
+
+
+def test_simple_evaluate_reports_accuracy_and_tokens_per_forward_like_the_sweep(ckpt):
+    from selfdistill.eval.evaluation import DecodeSetting, evaluate
+    from selfdistill.eval.task_suites import suite_rows
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    args = {"pretrained": str(ckpt), "strategy": "conf_adapt", "threshold": 0.5, "k_max": 4, "batch_size": 2,
+            "device": "cpu", "dtype": "float64"}
+    results = simple_evaluate(model="selfdistill", model_args=args, tasks=["sd_synthetic"], limit=4,
+                              gen_kwargs={"max_gen_toks": 6}, log_samples=True,
+                              task_manager=TaskManager(include_path=str(TASKS_DIR), include_defaults=False))
+    metrics = add_decode_metrics(results)["results"]["sd_synthetic"]
+    assert 0.0 <= metrics["acc,none"] <= 1.0 and "acc_stderr,none" in metrics
+    stats = results["config"]["selfdistill_decoding"]["per_task"]["sd_synthetic"]
+    assert stats["n"] == 4 and stats["new_tokens"] == 4 * 6  # a random model never stops early
+    assert 1.0 <= metrics["tokens_per_forward,none"] == stats["tokens_per_forward_mean"] <= 4.0
+    assert metrics["tokens_per_second,none"] > 0
+
+    # The same rows and setting through the sweep's scoring core give the same completions and verdicts.
+    model = AutoModelForCausalLM.from_pretrained(ckpt, dtype=torch.float64).eval()
+    tok = AutoTokenizer.from_pretrained(ckpt)
+    rows = suite_rows("synthetic")[:4]  # lm-eval's --limit takes the first documents
+    records, summary = evaluate(model, tok, rows, DecodeSetting(strategy="conf_adapt", threshold=0.5, k_max=4),
+                                batch_size=2, max_new_tokens=6)
+    logged = sorted(results["samples"]["sd_synthetic"], key=lambda s: s["doc_id"])
+    assert [s["filtered_resps"][0] for s in logged] == [r["completion"] for r in records]
+    assert metrics["acc,none"] == summary["accuracy"]
+    assert stats["tokens_per_forward_mean"] == pytest.approx(summary["tokens_per_forward_mean"])
+
+
+def test_model_without_mask_token_is_refused_unless_asked(tmp_path):
+    from selfdistill.eval.harness import SelfDistillLM
+
+    plain = save_tiny_checkpoint(tmp_path / "plain", with_mask_token=False)
+    with pytest.raises(ValueError, match="no <mtp> mask token"):
+        SelfDistillLM(pretrained=str(plain), strategy="conf_adapt", device="cpu", dtype="float32")
+    lm = SelfDistillLM(pretrained=str(plain), strategy="conf_adapt", add_mask_token=True, device="cpu",
+                       dtype="float32")
+    assert lm.model.config.mtp_mask_token_id is not None
+    SelfDistillLM(pretrained=str(plain), strategy="static", k=1, device="cpu", dtype="float32")  # no mask needed
+    # model_args arrive as strings: mask_margin is parsed, and checked like any DecodeSetting
+    lm = SelfDistillLM(pretrained=str(plain), strategy="verify", add_mask_token=True, mask_margin="2", device="cpu",
+                       dtype="float32")
+    assert lm.setting.mask_margin == 2 and lm.setting.name == "verify_kmax16_margin2"
+    with pytest.raises(ValueError, match="mask_margin"):
+        SelfDistillLM(pretrained=str(plain), strategy="static", k=2, mask_margin=2, device="cpu", dtype="float32")
+
+
+def _load_task_yaml(path):
+    class Loader(yaml.SafeLoader):
+        pass
+
+    Loader.add_constructor("!function", lambda loader, node: loader.construct_scalar(node))
+    return yaml.load(path.read_text(), Loader=Loader)
+
+
+def test_task_yamls_use_our_stop_strings_and_functions():
+    from selfdistill.data.prompts import stop_strings
+
+    names = sorted(p.stem for p in TASKS_DIR.glob("*.yaml"))
+    assert names == sorted(SUITE_OF_TASK)
+    for name in names:
+        cfg = _load_task_yaml(TASKS_DIR / f"{name}.yaml")
+        families, style = SUITE_OF_TASK[name]
+        want = sorted({s for fam in families.split() for s in stop_strings(fam, style=style)})
+        assert sorted(cfg["generation_kwargs"]["until"]) == want, name
+        assert cfg["custom_dataset"].startswith("selfdistill.eval.harness.") and cfg["task"] == name
+        if style == "few_shot":
+            assert cfg["doc_to_text"] == "selfdistill.eval.harness.doc_to_text_few_shot"
+
+
+def test_launcher_rejects_bad_metadata_before_loading_anything():
+    from selfdistill.eval.lm_eval_cli import main
+
+    with pytest.raises(SystemExit, match="not valid JSON"):
+        main(["--tasks", "sd_synthetic", "--metadata", "{bad"])

@@ -1,0 +1,169 @@
+"""scripts/pareto.py end to end on a tiny random checkpoint: files written, resume, clear argument errors."""
+
+import csv
+import json
+import os
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from support import load_script, save_tiny_checkpoint
+
+
+@pytest.fixture(scope="module")
+def pareto():
+    return load_script("pareto")
+
+
+@pytest.fixture(autouse=True)
+def restore_threads():
+    import torch
+
+    before = torch.get_num_threads()  # main(num_threads=1) sets it for the whole process
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    return save_tiny_checkpoint(tmp_path_factory.mktemp("ckpt"))
+
+
+def small_cfg(pareto, ckpt, out, **over):
+    base = pareto.ParetoConfig(model=str(ckpt), tasks=["synthetic"], limit=4, static_k=[], thresholds=[0.9],
+                               verify=False, generate_baseline=True, max_new_tokens=6, batch_size=8,
+                               output_dir=str(out), name="tiny", progress=False, num_threads=1)
+    return replace(base, **over)
+
+
+def count_evaluations(monkeypatch):
+    import selfdistill.eval.evaluation as ev
+
+    calls = []
+    real = ev.evaluate
+
+    def counting(model, tokenizer, rows, setting, **kw):
+        if len(rows) > 1:  # the one-row warm-up calls are not sweep runs
+            calls.append(setting.name)
+        return real(model, tokenizer, rows, setting, **kw)
+
+    monkeypatch.setattr(ev, "evaluate", counting)
+    return calls
+
+
+def test_tiny_sweep_writes_reports_and_resumes(pareto, ckpt, tmp_path, monkeypatch):
+    calls = count_evaluations(monkeypatch)
+    cfg = small_cfg(pareto, ckpt, tmp_path)
+    root = pareto.main(cfg)
+    assert calls == ["generate", "conf_adapt_0.9_kmax16"]
+    for name in ("summary.csv", "summary.json", "frontier.md", "plots/synthetic.png",
+                 "samples/synthetic__generate.jsonl", "samples/synthetic__conf_adapt_0.9_kmax16.jsonl"):
+        assert (root / name).is_file(), name
+    rows = list(csv.DictReader(open(root / "summary.csv")))
+    assert [r["setting"] for r in rows] == ["generate", "conf_adapt_0.9_kmax16"]
+    assert all(int(r["n"]) == 20 for r in rows)  # 5 synthetic subtasks x limit 4
+    assert float(rows[0]["tokens_per_forward_mean"]) == 1.0
+    summary = json.loads((root / "summary.json").read_text())
+    assert {"command", "commit", "hardware", "versions"} <= set(summary["provenance"])
+    assert set(summary["frontier"]["synthetic"]) == {"tokens_per_forward", "tokens_per_second"}
+    samples = [json.loads(line) for line in open(root / "samples/synthetic__generate.jsonl")]
+    assert len(samples) == 20 and {"completion", "extracted", "gold", "correct", "forward_passes"} <= set(samples[0])
+    assert "## synthetic (n = 20)" in (root / "frontier.md").read_text()
+
+    # Re-run with one more setting: only the new one is decoded, the table holds all three.
+    calls.clear()
+    pareto.main(replace(cfg, static_k=[2], plots=False))
+    assert calls == ["static_k2"]
+    assert [r["setting"] for r in csv.DictReader(open(root / "summary.csv"))] == [
+        "generate", "static_k2", "conf_adapt_0.9_kmax16"]
+
+    # Other conditions under the same name are refused; --overwrite redoes everything requested.
+    with pytest.raises(ValueError, match="different conditions"):
+        pareto.main(replace(cfg, max_new_tokens=5, plots=False))
+    calls.clear()
+    pareto.main(replace(cfg, max_new_tokens=5, overwrite=True, plots=False))
+    assert calls == ["generate", "conf_adapt_0.9_kmax16"]
+
+
+def test_replaced_checkpoint_at_the_same_path_is_not_served_stale_results(pareto, tmp_path, monkeypatch):
+    ckpt = save_tiny_checkpoint(tmp_path / "ckpt")
+    cfg = small_cfg(pareto, ckpt, tmp_path / "out", limit=1, plots=False)
+    pareto.main(cfg)
+    weights = ckpt / "model.safetensors"
+    os.utime(weights, (weights.stat().st_atime, weights.stat().st_mtime + 100))  # "retrained" in place
+    with pytest.raises(ValueError, match="checkpoint"):
+        pareto.main(cfg)
+
+
+@pytest.mark.parametrize("over,match", [
+    ({"tasks": ["nope"]}, "unknown task suite"),
+    ({"thresholds": [1.5]}, "thresholds must be in"),
+    ({"thresholds": [0.9, 0.9]}, "duplicate"),
+    ({"batch_size": 0}, "batch_size"),
+    ({"dtype": "float8"}, "unknown dtype"),
+    ({"prompt_style": "cot"}, "prompt_style"),
+    ({"bbh_subtasks": ["navigate"]}, "bbh suite is not among"),
+    ({"device": "gpu"}, "unknown device"),
+    ({"static_k": [], "thresholds": [], "verify": False, "generate_baseline": False}, "no settings"),
+    ({"mask_margin": 0}, "mask_margin"),
+])
+def test_bad_arguments_fail_before_any_model_loading(pareto, tmp_path, monkeypatch, over, match):
+    def no_loading(*a, **k):
+        raise AssertionError("the model must not be loaded for bad arguments")
+
+    monkeypatch.setattr(pareto, "load_model", no_loading)
+    with pytest.raises(ValueError, match=match):
+        pareto.main(small_cfg(pareto, tmp_path / "missing_ckpt", tmp_path, **over))
+
+
+def test_model_without_mask_token_is_refused_before_loading_weights(pareto, tmp_path, monkeypatch):
+    plain = save_tiny_checkpoint(tmp_path / "plain", with_mask_token=False)
+    monkeypatch.setattr(pareto, "load_model", lambda *a, **k: (_ for _ in ()).throw(AssertionError("loaded")))
+    with pytest.raises(ValueError, match="no <mtp> mask token"):
+        pareto.main(small_cfg(pareto, plain, tmp_path))
+
+
+def test_missing_student_says_what_to_do(pareto, monkeypatch):
+    import selfdistill.models.tiny as tiny
+
+    monkeypatch.setattr(tiny, "STUDENT_ASSET_DIR", Path("/nonexistent/tiny_student"))
+    with pytest.raises(FileNotFoundError, match="--model tiny-teacher --add_mask_token"):
+        pareto.resolve_model("tiny-student")
+
+
+def test_command_line_defaults_and_flags(pareto):
+    from transformers import HfArgumentParser
+
+    (cfg,) = HfArgumentParser(pareto.ParetoConfig).parse_args_into_dataclasses(args=[])
+    assert cfg.model == "tiny-student" and cfg.tasks == ["synthetic", "bbh_learnt"]
+    assert len(cfg.thresholds) == 14 and cfg.static_k == [1, 2, 3, 4, 5] and cfg.k_max == 16 and cfg.verify
+    (cfg,) = HfArgumentParser(pareto.ParetoConfig).parse_args_into_dataclasses(
+        args=["--tasks", "bbh", "--bbh_subtasks", "navigate", "snarks", "--thresholds", "0.9", "0.8",
+              "--no_verify", "--limit", "0"])
+    assert cfg.bbh_subtasks == ["navigate", "snarks"] and cfg.thresholds == [0.9, 0.8] and not cfg.verify
+    assert cfg.limit == 0
+
+
+def test_baseline_only_grid_needs_no_mask_token(pareto):
+    from transformers import HfArgumentParser
+
+    (cfg,) = HfArgumentParser(pareto.ParetoConfig).parse_args_into_dataclasses(
+        args=["--static", "False", "--conf_adapt", "False", "--no_verify"])
+    assert [s.name for s in pareto.settings(cfg)] == ["generate"]
+    (cfg,) = HfArgumentParser(pareto.ParetoConfig).parse_args_into_dataclasses(
+        args=["--static", "False", "--conf_adapt", "False", "--no_verify", "--no_generate_baseline"])
+    with pytest.raises(ValueError, match="no settings"):
+        pareto.check_config(cfg)
+
+
+def test_mask_margin_flag_reaches_conf_adapt_and_verify_only(pareto):
+    from transformers import HfArgumentParser
+
+    (cfg,) = HfArgumentParser(pareto.ParetoConfig).parse_args_into_dataclasses(
+        args=["--static_k", "2", "--thresholds", "0.9", "--mask_margin", "2"])
+    names = [s.name for s in pareto.settings(cfg)]
+    assert names == ["generate", "static_k2", "conf_adapt_0.9_kmax16_margin2", "verify_kmax16_margin2"]
+    (cfg,) = HfArgumentParser(pareto.ParetoConfig).parse_args_into_dataclasses(args=["--thresholds", "0.9"])
+    assert cfg.mask_margin is None and "conf_adapt_0.9_kmax16" in [s.name for s in pareto.settings(cfg)]

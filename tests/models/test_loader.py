@@ -1,0 +1,48 @@
+"""The one model loader: aliases, local folders, clear errors for bad names, dtypes and devices."""
+
+import pytest
+import torch
+
+import selfdistill
+from selfdistill.models.loader import MODEL_SOURCES, load_model, resolve_device, resolve_dtype, resolve_model_path
+from selfdistill.models.tiny import TINY_STUDENT_ALIAS, student_path
+
+
+def test_alias_loads_the_shipped_student_in_eval_mode_with_a_pad_token():
+    model, tok = load_model(TINY_STUDENT_ALIAS, dtype="float64", device="cpu")
+    assert not model.training and model.dtype == torch.float64 and tok.pad_token is not None
+    assert resolve_model_path(TINY_STUDENT_ALIAS) == str(student_path())
+
+
+def test_local_folder_passes_through_and_a_hub_id_is_left_to_the_hub(tmp_path):
+    assert resolve_model_path(str(student_path())) == str(student_path())
+    assert resolve_model_path("HuggingFaceTB/SmolLM2-135M-Instruct") == "HuggingFaceTB/SmolLM2-135M-Instruct"
+
+
+@pytest.mark.parametrize("name", ["./no/such/ckpt", "/no/such/ckpt", "~/no-such-ckpt", "a/b/c", "not a name"])
+def test_a_missing_path_says_so_and_names_the_aliases(name):
+    with pytest.raises(FileNotFoundError, match="no such folder.*tiny-student"):
+        resolve_model_path(name)
+
+
+def test_a_folder_without_config_is_not_a_checkpoint(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no config.json"):
+        resolve_model_path(str(tmp_path))
+
+
+def test_dtype_and_device_names():
+    assert resolve_dtype("bfloat16") is torch.bfloat16 and resolve_dtype(None) == "auto"
+    assert resolve_dtype(torch.float64) is torch.float64
+    assert resolve_device("auto") in ("cpu", "cuda") and resolve_device("cuda:1") == "cuda:1"
+    with pytest.raises(ValueError, match="unknown dtype 'fp33'"):
+        resolve_dtype("fp33")
+    with pytest.raises(ValueError, match="unknown device 'gpu'"):
+        resolve_device("gpu")
+
+
+def test_public_api_is_reexported_at_the_top():
+    assert selfdistill.load_model is load_model
+    assert callable(selfdistill.mtp_generate) and selfdistill.DistillConfig.__name__ == "DistillConfig"
+    with pytest.raises(AttributeError):
+        selfdistill.no_such_name
+    assert set(MODEL_SOURCES) >= {"tiny-teacher", "tiny-student"}

@@ -1,0 +1,35 @@
+"""<mtp>: added once (idempotent), embeddings resized, id saved with the checkpoint and found again."""
+
+import pytest
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from selfdistill.models.mask_token import (MASK_TOKEN, add_mask_token, mask_token_id_from, mask_token_id_in_checkpoint,
+                                    set_mask_token_id)
+from selfdistill.models.tiny import teacher_path
+
+
+def test_add_is_idempotent_resizes_and_survives_save_and_reload(tmp_path):
+    model = AutoModelForCausalLM.from_pretrained(teacher_path())
+    tok = AutoTokenizer.from_pretrained(teacher_path())
+    old_rows = model.get_input_embeddings().weight.shape[0]
+    assert mask_token_id_from(model) is None and mask_token_id_in_checkpoint(str(teacher_path())) is None
+
+    mask_id = add_mask_token(model, tok, num_reserved=4)
+    assert tok.convert_tokens_to_ids(MASK_TOKEN) == mask_id == old_rows  # first new row
+    assert model.get_input_embeddings().weight.shape[0] == old_rows + 4
+    assert add_mask_token(model, tok) == mask_id and len(tok) == old_rows + 4  # second call changes nothing
+
+    model.save_pretrained(tmp_path)
+    tok.save_pretrained(tmp_path)
+    assert mask_token_id_in_checkpoint(str(tmp_path)) == mask_id
+    assert mask_token_id_from(AutoModelForCausalLM.from_pretrained(tmp_path)) == mask_id
+
+
+def test_mismatched_tokenizer_and_bad_ids_are_refused():
+    model = AutoModelForCausalLM.from_pretrained(teacher_path())
+    tok = AutoTokenizer.from_pretrained(teacher_path())
+    set_mask_token_id(model, 7)  # claims id 7, but the tokenizer has no <mtp> at all
+    with pytest.raises(ValueError, match="do not belong together"):
+        add_mask_token(model, tok)
+    with pytest.raises(ValueError, match="outside the embedding matrix"):
+        set_mask_token_id(model, 10**6)
