@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from selfdistill.models import tiny
+from selfdistill.models import gated_lora, smollm2, tiny
 
 #: Dtype names accepted by every entry point (``auto``: the checkpoint's own dtype).
 DTYPES: dict[str, torch.dtype | str] = {"auto": "auto", "float32": torch.float32, "bfloat16": torch.bfloat16,
@@ -25,6 +25,8 @@ DTYPES: dict[str, torch.dtype | str] = {"auto": "auto", "float32": torch.float32
 MODEL_SOURCES: dict[str, Callable[[], Path]] = {
     tiny.TINY_TEACHER_ALIAS: tiny.teacher_path,
     tiny.TINY_STUDENT_ALIAS: tiny.student_path,
+    smollm2.ALIAS: smollm2.checkpoint_path,
+    smollm2.MTP_ALIAS: smollm2.adapter_path,
 }
 
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?")
@@ -50,7 +52,7 @@ def resolve_device(name: str | None = "auto") -> str:
 
 
 def resolve_model_path(name_or_path: str) -> str:
-    """An alias -> its checkpoint folder; an existing local folder -> itself; a hub id -> itself.
+    """An alias -> its checkpoint (or adapter) folder; an existing local folder -> itself; a hub id -> itself.
 
     Raises ``FileNotFoundError`` for a path that does not exist (a name that has a path separator or starts with
     ``.``/``~``, or any name that is neither an alias nor a valid hub id), naming the aliases.
@@ -59,8 +61,9 @@ def resolve_model_path(name_or_path: str) -> str:
         return str(MODEL_SOURCES[name_or_path]())
     path = Path(name_or_path).expanduser()
     if path.is_dir():
-        if not (path / "config.json").is_file():
-            raise FileNotFoundError(f"{name_or_path} is a folder but holds no config.json: not a model checkpoint")
+        if not (path / "config.json").is_file() and not is_adapter_folder(path):
+            raise FileNotFoundError(f"{name_or_path} is a folder but holds neither config.json nor "
+                                    f"{gated_lora.CONFIG_FILE}: not a model checkpoint or adapter")
         return str(path)
     looks_local = name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1 or "\\" in name_or_path
     if looks_local or path.exists() or not _HUB_ID.fullmatch(name_or_path):
@@ -69,9 +72,17 @@ def resolve_model_path(name_or_path: str) -> str:
     return name_or_path
 
 
+def is_adapter_folder(path: str | Path) -> bool:
+    """A gated-LoRA adapter folder (:mod:`selfdistill.models.gated_lora`) rather than a full checkpoint."""
+    return (Path(path) / gated_lora.CONFIG_FILE).is_file()
+
+
 def load_model(name_or_path: str, *, dtype: str | torch.dtype | None = None, device: str | None = None,
                attn_implementation: str | None = None):
     """``(model, tokenizer)`` in eval mode on ``device``; the tokenizer always has a pad token (EOS if it had none).
+
+    An adapter folder loads its base model (``base_model`` in its config, itself resolved here) and applies the
+    gated-LoRA adapter to it, with the adapter folder's tokenizer (which carries the mask tokens).
 
     Args:
         name_or_path: alias, local checkpoint folder or hub id (see :func:`resolve_model_path`).
@@ -86,8 +97,13 @@ def load_model(name_or_path: str, *, dtype: str | torch.dtype | None = None, dev
     tokenizer = AutoTokenizer.from_pretrained(path)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    extra = {} if attn_implementation is None else {"attn_implementation": attn_implementation}
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, **extra)
+    if is_adapter_folder(path):
+        base = gated_lora.read_adapter_config(path)["base_model"]
+        model, _ = load_model(base, dtype=dtype, attn_implementation=attn_implementation)
+        gated_lora.attach_saved_adapter(model, path)
+    else:
+        extra = {} if attn_implementation is None else {"attn_implementation": attn_implementation}
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, **extra)
     if device is not None:
         model = model.to(resolve_device(device))
     return model.eval(), tokenizer

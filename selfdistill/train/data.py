@@ -87,12 +87,25 @@ def build_windows(sequences: Iterable[Sequence[int]], *, window: int, pad_id: in
     valid = np.zeros((len(seqs), window), dtype=bool)
     completion = np.zeros((len(seqs), window), dtype=bool)
     for i, (s, c) in enumerate(zip(seqs, comps)):
-        s, c = s[:window], c[:window]
+        start = window_start(s.size, prompt_length=s.size - int(c.sum()), window=window)
+        s, c = s[start:start + window], c[start:start + window]
         ids[i, : s.size] = s
         valid[i, : s.size] = True
         completion[i, : s.size] = c
     truncated = sum(s.size > window for s in seqs)
     return {"input_ids": ids, "valid": valid, "completion": completion, "truncated_rows": int(truncated)}
+
+
+def window_start(length: int, *, prompt_length: int, window: int) -> int:
+    """Where a row of ``length`` tokens longer than ``window`` is cut without packing: where its completion is.
+
+    The window ends at the row's end when the completion fits (so a long chat prompt cannot push the whole answer
+    out, which left completion-only training with no loss item), else it starts a quarter window before the
+    completion. A row with no prompt, or one that fits, starts at 0. Pure: ``start`` in ``[0, length - window]``.
+    """
+    if length <= window:
+        return 0
+    return max(0, min(length - window, prompt_length - window // 4))
 
 
 def training_windows(rows: datasets.Dataset, tokenizer, *, window: int, packing: bool, chat_template: bool = False

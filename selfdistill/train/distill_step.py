@@ -78,14 +78,18 @@ def student_force(input_ids: torch.Tensor, layout: Layout, proposals: torch.Tens
 
 
 def first_stop_index(raw: torch.Tensor, *, stop_token_ids: tuple[int, ...] = (),
-                     valid: torch.Tensor | None = None) -> torch.Tensor:
+                     valid: torch.Tensor | None = None, stop_mask: torch.Tensor | None = None) -> torch.Tensor:
     """Per window, the first raw index ``t >= 1`` whose token is a stop id or invalid (padding); ``N`` if none.
 
-    ``raw``: long[B, N]; ``valid``: bool[B, N] or None. Returns long[B]. Index 0 is never a target.
+    ``raw``: long[B, N]; ``valid``, ``stop_mask``: bool[B, N] or None. A stop id counts only where ``stop_mask``
+    is True (chat rows: on the target side, since the turn ends inside a chat prompt are EOS-like ids that do not
+    end the row). Returns long[B]. Index 0 is never a target.
     """
     stop = torch.zeros_like(raw, dtype=torch.bool)
     for tok in stop_token_ids:
         stop |= raw == tok
+    if stop_mask is not None:
+        stop &= stop_mask.bool()
     if valid is not None:
         stop |= ~valid.bool()
     stop[:, 0] = False
@@ -125,7 +129,7 @@ def forward_slots(model, input_ids: torch.Tensor, layout: Layout, slots: torch.T
 def distill_step(student, teacher, raw: torch.Tensor, *, layout: Layout, mask_token_id: int,
                  loss_mode: str = "hard_ce", ntp_weight: float = 0.0, entropy_beta: float = 0.0,
                  stop_token_ids: tuple[int, ...] = (), valid: torch.Tensor | None = None,
-                 target_mask: torch.Tensor | None = None,
+                 target_mask: torch.Tensor | None = None, stop_mask: torch.Tensor | None = None,
                  count_mean: Callable[[torch.Tensor], torch.Tensor] | None = None) -> StepOutput:
     """The full per-step computation of METHOD.md section 3 on one micro-batch.
 
@@ -142,6 +146,7 @@ def distill_step(student, teacher, raw: torch.Tensor, *, layout: Layout, mask_to
         valid: bool[B, N], False on padding; padding always prunes.
         target_mask: bool[B, N] or None; regions (and prefix-NTP targets) count only where it is True at their
             first target (completion-only training: True on the target side of each row).
+        stop_mask: bool[B, N] or None; where a stop id ends a row (see :func:`first_stop_index`).
         count_mean: data-parallel training only. Maps this process's loss item counts, float64[2] (distillation
             slots, prefix-NTP targets), to their mean over the processes. Each loss term is then scaled by
             ``local count / mean count``, so the average over processes that DDP/FSDP/DeepSpeed take of the
@@ -155,7 +160,7 @@ def distill_step(student, teacher, raw: torch.Tensor, *, layout: Layout, mask_to
     input_ids = gather_inputs(raw, layout, mask_token_id)
     pred = layout.pred_slots.reshape(-1)  # [R*k]
     targets = raw[:, layout.target_index[pred].to(raw.device)].reshape(b, r, k)
-    first_stop = first_stop_index(raw, stop_token_ids=stop_token_ids, valid=valid)
+    first_stop = first_stop_index(raw, stop_token_ids=stop_token_ids, valid=valid, stop_mask=stop_mask)
     keep = region_keep(layout, first_stop, target_mask)  # [B, R]
     weight = keep[:, :, None].expand(b, r, k)
 

@@ -32,12 +32,15 @@ from transformers import Trainer, TrainerCallback, TrainingArguments
 from selfdistill.train.distill_step import distill_step
 from selfdistill.train.layout import build_layout, num_source_tokens_needed, region_geometry
 from selfdistill.train.losses import LOSS_MODES
+from selfdistill.models.gated_lora import (DEFAULT_TARGETS, WEIGHTS_FILE, BaseModelView, GatedLoRAConfig, gated_state,
+                                          load_adapter_tensors, pop_new_rows, save_gated_lora)
 from selfdistill.models.loader import DTYPES, resolve_dtype
 from selfdistill.models.mask_token import mask_token_id_from
 
 logger = logging.getLogger(__name__)
 
 K_SAMPLING = ("shared", "per_rank")
+ADAPTERS = ("none", "gated_lora")
 ATTN_IMPLEMENTATIONS = ("sdpa", "eager")
 METRICS_FILE = "metrics.jsonl"
 #: Layouts are immutable and there are at most (k_max - k_min + 1) * P of them: build each once per process.
@@ -77,6 +80,14 @@ class DistillConfig(TrainingArguments):
         "help": "Concatenate rows (EOS-separated) into full windows; off: one row per window, regions after its EOS pruned."})
     num_reserved_mask_tokens: int = field(default=32, metadata={"help": "Mask ids reserved (the first is used)."})
     pad_vocab_to_multiple_of: int | None = field(default=None, metadata={"help": "Pad the resized vocab (authors: 128)."})
+    adapter: str = field(default="none", metadata={
+        "help": f"One of {ADAPTERS}: 'none' fine-tunes every weight against a frozen copy; 'gated_lora' freezes the "
+                "base, adds adapters active only at mask tokens, and the teacher is the same weights, adapters off."})
+    lora_rank: int = field(default=32, metadata={"help": "Gated LoRA rank r."})
+    lora_alpha: float = field(default=64.0, metadata={"help": "Gated LoRA alpha (scale alpha / r)."})
+    lora_targets: list[str] = field(default_factory=lambda: list(DEFAULT_TARGETS), metadata={
+        "help": "Linear layers to adapt, by module name."})
+    lora_dropout: float = field(default=0.0, metadata={"help": "Dropout on the adapters' input."})
     # Trainer defaults that do not fit this trainer: the batch has no columns the model's forward takes by name.
     remove_unused_columns: bool = field(default=False, metadata={"help": "Must stay False (raw windows + valid)."})
 
@@ -105,8 +116,20 @@ class DistillConfig(TrainingArguments):
             raise ValueError(f"ntp_weight and entropy_beta must be >= 0, got {self.ntp_weight}, {self.entropy_beta}")
         if self.remove_unused_columns:
             raise ValueError("remove_unused_columns must be False: the trainer reads 'input_ids' and 'valid' itself")
+        if self.adapter not in ADAPTERS:
+            raise ValueError(f"adapter={self.adapter!r} is not one of {ADAPTERS}")
+        if self.adapter == "gated_lora":
+            self.gated_lora_config()  # validates rank, alpha, targets, dropout
+            if self.k_min < 2 or self.ntp_weight > 0:
+                raise ValueError("adapter gated_lora trains only what mask tokens compute: every real position is the "
+                                 "frozen base model, so k_min must be >= 2 (k=1 feeds no mask) and ntp_weight 0 (got "
+                                 f"k_min={self.k_min}, ntp_weight={self.ntp_weight})")
         if self.num_reserved_mask_tokens < 1:
             raise ValueError(f"num_reserved_mask_tokens must be >= 1, got {self.num_reserved_mask_tokens}")
+
+    def gated_lora_config(self) -> GatedLoRAConfig:
+        return GatedLoRAConfig(rank=self.lora_rank, alpha=self.lora_alpha, targets=tuple(self.lora_targets),
+                               dropout=self.lora_dropout)
 
     @property
     def window_tokens(self) -> int:
@@ -166,11 +189,14 @@ class DistillTrainer(Trainer):
         if self.mask_token_id is None:
             raise ValueError("the model has no mask token id in its config; call selfdistill.models.mask_token."
                              "add_mask_token(model, tokenizer) first")
+        self.gated = gated_state(model) is not None
         if teacher is None and args.loss_mode != "gt_ce":
-            teacher = frozen_teacher(model, dtype=None if args.teacher_dtype == "auto" else resolve_dtype(args.teacher_dtype))
+            teacher = BaseModelView(model) if self.gated else frozen_teacher(
+                model, dtype=None if args.teacher_dtype == "auto" else resolve_dtype(args.teacher_dtype))
         super().__init__(model=model, args=args, **kwargs)
         self.loss_is_scaled_for_ga = False  # per-micro-batch mean: Trainer divides by the accumulation steps
-        self.teacher = None if teacher is None else self._prepare_teacher(teacher)
+        own_weights = teacher is None or isinstance(teacher, BaseModelView)  # nothing to freeze, move or shard
+        self.teacher = teacher if own_weights else self._prepare_teacher(teacher)
         self.stop_token_ids = () if args.packing else self._stop_ids(kwargs.get("processing_class"), model)
         self._metric_names = self._metric_names_for(args)
         self._acc = {"train": self._zero_acc(), "eval": self._zero_acc()}
@@ -217,6 +243,23 @@ class DistillTrainer(Trainer):
         return {"sums": torch.zeros(len(self._metric_names), dtype=torch.float64),
                 "counts": torch.zeros(len(self._metric_names), dtype=torch.float64), "tokens": 0}
 
+    # ------------------------------------------------------------------ gated LoRA: save and resume the adapter only
+    def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
+        if not self.gated:
+            return super()._save(output_dir, state_dict)
+        if self.args.should_save:
+            save_gated_lora(self.accelerator.unwrap_model(self.model), self.processing_class,
+                            output_dir or self.args.output_dir, base_model=self.args.model_name_or_path)
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
+        if not self.gated:
+            return super()._load_from_checkpoint(resume_from_checkpoint, model)
+        from safetensors.torch import load_file
+
+        weights = load_file(os.path.join(resume_from_checkpoint, WEIGHTS_FILE))
+        pop_new_rows(weights)  # rebuilt identically by the seeded prepare_student
+        load_adapter_tensors(model or self.model, weights)
+
     # ------------------------------------------------------------------ the step
     def _layout_for(self, training: bool):
         if not training:
@@ -243,6 +286,7 @@ class DistillTrainer(Trainer):
                            entropy_beta=self.args.entropy_beta, stop_token_ids=self.stop_token_ids,
                            valid=inputs.get("valid"),
                            target_mask=inputs.get("completion") if self.args.completion_only_loss else None,
+                           stop_mask=inputs.get("completion") if self.args.chat_template else None,
                            count_mean=self._count_mean if training and self.args.world_size > 1 else None)
         self._accumulate("train" if training else "eval", out.stats, layout, inputs["input_ids"].shape[0])
         return (out.loss, out) if return_outputs else out.loss
@@ -333,8 +377,8 @@ def _whole_weights_unless_zero3_init(cfg: DistillConfig):
 
 
 def prepare_student(cfg: DistillConfig, model, tokenizer):
-    """Give ``tokenizer`` a pad token if it lacks one and add the mask token; the new embedding rows are drawn
-    under ``cfg.seed`` so a resumed run rebuilds the very same teacher."""
+    """Give ``tokenizer`` a pad token if it lacks one, add the mask token (the new embedding rows are drawn under
+    ``cfg.seed`` so a resumed run rebuilds the very same teacher) and, with ``adapter: gated_lora``, the adapters."""
     from transformers import set_seed
 
     from selfdistill.models.mask_token import add_mask_token
@@ -342,9 +386,14 @@ def prepare_student(cfg: DistillConfig, model, tokenizer):
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     set_seed(cfg.seed)
-    add_mask_token(model, tokenizer, num_reserved=cfg.num_reserved_mask_tokens,
-                   pad_to_multiple_of=cfg.pad_vocab_to_multiple_of)
+    base_vocab = model.get_input_embeddings().weight.shape[0]
+    mask_id = add_mask_token(model, tokenizer, num_reserved=cfg.num_reserved_mask_tokens,
+                             pad_to_multiple_of=cfg.pad_vocab_to_multiple_of)
     model.config._attn_implementation = cfg.attn_implementation
+    if cfg.adapter == "gated_lora":
+        from selfdistill.models.gated_lora import apply_gated_lora
+
+        apply_gated_lora(model, cfg.gated_lora_config(), mask_token_id=mask_id, base_vocab_size=base_vocab)
     return model, tokenizer
 
 

@@ -26,7 +26,7 @@ def test_a_missing_path_says_so_and_names_the_aliases(name):
 
 
 def test_a_folder_without_config_is_not_a_checkpoint(tmp_path):
-    with pytest.raises(FileNotFoundError, match="no config.json"):
+    with pytest.raises(FileNotFoundError, match="neither config.json nor gated_lora_config.json"):
         resolve_model_path(str(tmp_path))
 
 

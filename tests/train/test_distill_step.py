@@ -81,6 +81,18 @@ def test_eos_pruning_keeps_region_containing_first_stop():
     assert region_keep(lay, first_stop_index(raw)).all()
 
 
+def test_stop_ids_on_the_prompt_side_of_a_chat_row_do_not_end_it():
+    raw = _raw(1, 16)
+    raw[0, 3] = EOS  # a chat turn end inside the prompt (tokens 0..5)
+    raw[0, 11] = EOS  # the row's own end, on the target side
+    target_side = torch.arange(16)[None] >= 6
+    assert first_stop_index(raw, stop_token_ids=(EOS,)).tolist() == [3]
+    assert first_stop_index(raw, stop_token_ids=(EOS,), stop_mask=target_side).tolist() == [11]
+    valid = torch.ones_like(raw, dtype=torch.bool)
+    valid[0, 2:] = False  # padding still ends the row wherever it is
+    assert first_stop_index(raw, stop_token_ids=(EOS,), valid=valid, stop_mask=target_side).tolist() == [2]
+
+
 def test_completion_only_keeps_regions_whose_first_target_is_a_completion_token():
     lay = build_layout(18, 3, 3)  # first targets of the regions: 4, 8, 12
     raw = _raw(2, lay.num_source_tokens)

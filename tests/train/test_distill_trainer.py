@@ -128,11 +128,12 @@ def test_unpacked_rows_prune_regions_after_eos(tokenizer, tmp_path):
 
 
 def test_completion_only_loss_drops_regions_that_predict_prompts(tokenizer, tmp_path):
-    common = dict(packing=False, max_steps=2, k_min=3, k_max=3, seq_len=12, num_regions=3, random_offset=False)
+    # rows fit a 60-slot window, which then starts at the row's start: its first region predicts prompt tokens
+    common = dict(packing=False, max_steps=2, k_min=3, k_max=3, seq_len=60, num_regions=3, random_offset=False)
     every = _train(tokenizer, tmp_path / "all", **common)
     only = _train(tokenizer, tmp_path / "completion", completion_only_loss=True, **common)
     kept = [[h["kept_regions"] for h in t.state.log_history if "kept_regions" in h] for t in (every, only)]
-    assert max(kept[1]) < min(kept[0])  # the first region of a 12-slot window predicts prompt tokens
+    assert max(kept[1]) < min(kept[0])
     cfg = _cfg(tmp_path / "x", completion_only_loss=True)
     train = training_windows(_rows(), tokenizer, window=cfg.window_tokens, packing=True).remove_columns("completion")
     with pytest.raises(ValueError, match="'completion' column"):
@@ -223,10 +224,23 @@ def test_windows_mark_the_completion_side_of_each_row():
     out = build_windows([[1, 2, 3], [4, 5]], window=4, pad_id=0, packing=True, prompt_lengths=[2, 1])
     assert out["completion"].tolist() == [[False, False, True, False], [True, False, False, False]]
     out = build_windows([[1, 2, 3, 4, 5], [6]], window=3, pad_id=9, packing=False, prompt_lengths=[1, 0])
-    assert out["completion"].tolist() == [[False, True, True], [True, False, False]]
+    assert out["input_ids"].tolist() == [[2, 3, 4], [6, 9, 9]]  # cut where the completion is (window_start)
+    assert out["completion"].tolist() == [[True, True, True], [True, False, False]]
     assert out["truncated_rows"] == 1
     with pytest.raises(ValueError, match="prompt lengths"):
         build_windows([[1, 2]], window=3, pad_id=0, packing=False, prompt_lengths=[1, 1])
+
+
+def test_window_start_keeps_the_completion_of_a_long_row():
+    from selfdistill.train.data import window_start
+
+    assert window_start(10, prompt_length=8, window=10) == 0  # fits
+    assert window_start(12, prompt_length=0, window=8) == 0  # no prompt: the row's start
+    assert window_start(20, prompt_length=14, window=8) == 12  # completion (6) fits: the window ends at the row's end
+    assert window_start(40, prompt_length=10, window=8) == 8  # completion too long: 8 // 4 = 2 tokens of context
+    # a chat prompt longer than the window no longer leaves a window with no completion token
+    out = build_windows([list(range(30))], window=8, pad_id=0, packing=False, prompt_lengths=[26])
+    assert out["completion"].sum() == 4 and out["input_ids"].tolist() == [list(range(22, 30))]
 
 
 def test_row_tokens_split_prompt_from_target(tokenizer):
