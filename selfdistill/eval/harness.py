@@ -47,9 +47,7 @@ class SelfDistillLM(HFLM):
     def __init__(self, pretrained="tiny-student", strategy: str = "conf_adapt", threshold: float = 0.9, k: int = 1,
                  k_max: int = 16, mask_margin: int | None = None, add_mask_token: bool = False, **kwargs):
         if isinstance(pretrained, str):
-            from selfdistill.models.loader import resolve_model_path
-
-            pretrained = resolve_model_path(pretrained)
+            pretrained, kwargs = _resolve_pretrained(pretrained, kwargs)
         self.setting = DecodeSetting(strategy=strategy, k=int(k), threshold=float(threshold), k_max=int(k_max),
                                      mask_margin=None if mask_margin in (None, "", "None") else int(mask_margin))
         kwargs.setdefault("device", "cpu" if not _cuda() else "cuda")
@@ -129,6 +127,22 @@ def add_decode_metrics(results: dict) -> dict:
                 "tokens_per_forward_std,none": stats["tokens_per_forward_std"],
                 "tokens_per_second,none": stats["tokens_per_second"]})
     return results
+
+
+def _resolve_pretrained(name: str, kwargs: dict):
+    """Aliases and paths through :mod:`selfdistill.models.loader`. A gated-LoRA adapter folder is loaded there
+    (HFLM cannot apply it) and handed to HFLM as a model with its tokenizer; anything else stays a path, which HFLM
+    loads itself (so its multi-GPU options keep working)."""
+    from selfdistill.models.loader import is_adapter_folder, load_model, resolve_model_path
+
+    path = resolve_model_path(name)
+    if not is_adapter_folder(path):
+        return path, kwargs
+    kwargs = dict(kwargs)
+    device = kwargs.get("device") or ("cuda" if _cuda() else "cpu")
+    model, tokenizer = load_model(path, dtype=kwargs.pop("dtype", None), device=device)
+    kwargs["tokenizer"] = tokenizer
+    return model, kwargs
 
 
 def _cuda() -> bool:

@@ -108,3 +108,38 @@ def test_launcher_rejects_bad_metadata_before_loading_anything():
 
     with pytest.raises(SystemExit, match="not valid JSON"):
         main(["--tasks", "sd_synthetic", "--metadata", "{bad"])
+
+
+def test_an_adapter_folder_loads_through_the_one_loader_and_verify_matches_the_base(tmp_path):
+    """A gated-LoRA adapter in model_args: loaded by selfdistill.models.loader, its lossless output is the base's."""
+    from selfdistill.eval.harness import SelfDistillLM
+    from selfdistill.models import gated_lora as gl
+    from selfdistill.models.loader import load_model
+    from selfdistill.models.mask_token import mask_token_id_from
+
+    plain = save_tiny_checkpoint(tmp_path / "plain", with_mask_token=False)
+    model, tok = load_model(str(plain), dtype="float64")
+    vocab = model.get_input_embeddings().weight.shape[0]
+    from selfdistill.models.mask_token import add_mask_token
+
+    add_mask_token(model, tok)
+    gl.apply_gated_lora(model, gl.GatedLoRAConfig(rank=2), mask_token_id=mask_token_id_from(model),
+                        base_vocab_size=vocab)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, gl.GatedLoRALinear):
+                m.lora_B.normal_()
+    gl.save_gated_lora(model, tok, tmp_path / "adapter", base_model=str(plain))
+
+    class Req:
+        task_name = "t"
+
+        def __init__(self, text):
+            self.args = (text, {"until": [], "max_gen_toks": 6})
+
+    reqs = [Req("Q: 2 + 3 = ?\nA:"), Req("Q: 7 - 4 = ?\nA:")]
+    common = dict(device="cpu", dtype="float64", batch_size=2)
+    gated = SelfDistillLM(pretrained=str(tmp_path / "adapter"), strategy="verify", k_max=3, **common)
+    assert gl.gated_state(gated.model) is not None
+    base = SelfDistillLM(pretrained=str(plain), strategy="generate", **common)
+    assert gated.generate_until(reqs, disable_tqdm=True) == base.generate_until(reqs, disable_tqdm=True)
