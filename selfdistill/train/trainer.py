@@ -21,9 +21,10 @@ import copy
 import functools
 import json
 import logging
+import math
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 import torch
@@ -34,6 +35,7 @@ from selfdistill.train.layout import build_layout, num_source_tokens_needed, reg
 from selfdistill.train.losses import LOSS_MODES
 from selfdistill.models.loader import DTYPES, resolve_dtype
 from selfdistill.models.mask_token import mask_token_id_from
+from selfdistill.train.guards import check_loss_items, check_step_finite
 
 logger = logging.getLogger(__name__)
 
@@ -77,8 +79,13 @@ class DistillConfig(TrainingArguments):
         "help": "Concatenate rows (EOS-separated) into full windows; off: one row per window, regions after its EOS pruned."})
     num_reserved_mask_tokens: int = field(default=32, metadata={"help": "Mask ids reserved (the first is used)."})
     pad_vocab_to_multiple_of: int | None = field(default=None, metadata={"help": "Pad the resized vocab (authors: 128)."})
+    overwrite_output_dir: bool = field(default=False, metadata={
+        "help": "Start afresh in a used output_dir, deleting its checkpoints and metrics; without it (and without "
+                "resume_from_checkpoint) a used output_dir is refused."})
     # Trainer defaults that do not fit this trainer: the batch has no columns the model's forward takes by name.
     remove_unused_columns: bool = field(default=False, metadata={"help": "Must stay False (raw windows + valid)."})
+    logging_nan_inf_filter: bool = field(default=False, metadata={
+        "help": "Must stay False: a non-finite loss stops the run (TrainingDivergedError), it is never logged as 0."})
 
     def __post_init__(self):
         self.validate_distill_fields()
@@ -86,6 +93,10 @@ class DistillConfig(TrainingArguments):
 
     def validate_distill_fields(self) -> None:
         """Fail fast, before any model is loaded, on settings that cannot work together."""
+        not_finite = {f.name: value for f in fields(self)
+                      if isinstance(value := getattr(self, f.name), float) and not math.isfinite(value)}
+        if not_finite:
+            raise ValueError(f"these settings must be finite numbers: {not_finite}")
         if not 1 <= self.k_min <= self.k_max:
             raise ValueError(f"need 1 <= k_min <= k_max, got k_min={self.k_min}, k_max={self.k_max}")
         try:
@@ -105,6 +116,9 @@ class DistillConfig(TrainingArguments):
             raise ValueError(f"ntp_weight and entropy_beta must be >= 0, got {self.ntp_weight}, {self.entropy_beta}")
         if self.remove_unused_columns:
             raise ValueError("remove_unused_columns must be False: the trainer reads 'input_ids' and 'valid' itself")
+        if self.logging_nan_inf_filter:
+            raise ValueError("logging_nan_inf_filter must be False: a non-finite loss stops the run instead of being "
+                             "hidden in the logged average")
         if self.num_reserved_mask_tokens < 1:
             raise ValueError(f"num_reserved_mask_tokens must be >= 1, got {self.num_reserved_mask_tokens}")
 
@@ -176,6 +190,8 @@ class DistillTrainer(Trainer):
         self._acc = {"train": self._zero_acc(), "eval": self._zero_acc()}
         self._last_log_time = time.perf_counter()
         self._micro = (-1, 0)  # (global step, micro-batches seen in it)
+        self._bad_loss: float | None = None  # a non-finite micro-batch loss of the current step
+        self._loss_items_seen = 0  # loss items (kept regions + NTP targets, all ranks) since train() started
         self.add_callback(JsonlLogCallback())
 
     # ------------------------------------------------------------------ setup
@@ -215,7 +231,7 @@ class DistillTrainer(Trainer):
 
     def _zero_acc(self) -> dict:
         return {"sums": torch.zeros(len(self._metric_names), dtype=torch.float64),
-                "counts": torch.zeros(len(self._metric_names), dtype=torch.float64), "tokens": 0}
+                "counts": torch.zeros(len(self._metric_names), dtype=torch.float64), "tokens": 0, "items": 0.0}
 
     # ------------------------------------------------------------------ the step
     def _layout_for(self, training: bool):
@@ -247,6 +263,20 @@ class DistillTrainer(Trainer):
         self._accumulate("train" if training else "eval", out.stats, layout, inputs["input_ids"].shape[0])
         return (out.loss, out) if return_outputs else out.loss
 
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        """Trainer's step; a non-finite loss is remembered and stops the run at this step's gradient check."""
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        if not torch.isfinite(loss):
+            self._bad_loss = float(loss)
+        return loss
+
+    def _get_grad_norm(self, model, grad_norm=None):
+        # Trainer's one place between backward and optimizer.step: stop here, on every rank, while the weights
+        # (and so every saved checkpoint) are still finite.
+        grad_norm = super()._get_grad_norm(model, grad_norm=grad_norm)
+        check_step_finite(self, loss=self._bad_loss, grad_norm=grad_norm)
+        return grad_norm
+
     def _count_mean(self, counts: torch.Tensor) -> torch.Tensor:
         # Loss items per process, averaged over the data-parallel group (see distill_step's count_mean).
         return self.accelerator.reduce(counts.to(self.args.device), reduction="mean").to(counts.device)
@@ -271,15 +301,19 @@ class DistillTrainer(Trainer):
         if f"k_count_{layout.k}" in index:
             acc["sums"][index[f"k_count_{layout.k}"]] += 1
         acc["tokens"] += batch_size * layout.seq_len
+        acc["items"] += float(stats["kept_regions"][0]) * batch_size * layout.num_regions
+        if "ntp_loss" in stats:
+            acc["items"] += float(stats["ntp_loss"][1])
 
     def _flush(self, which: str, prefix: str = "") -> dict[str, float]:
         acc = self._acc[which]
-        packed = torch.cat([acc["sums"], acc["counts"], torch.tensor([float(acc["tokens"])], dtype=torch.float64)])
+        totals = torch.tensor([float(acc["tokens"]), acc["items"]], dtype=torch.float64)
+        packed = torch.cat([acc["sums"], acc["counts"], totals])
         if self.args.world_size > 1:
             packed = self.accelerator.reduce(packed.to(self.args.device), reduction="sum").cpu()
         n = len(self._metric_names)
-        sums, counts, tokens = packed[:n], packed[n:2 * n], float(packed[-1])
-        logs = {}
+        sums, counts, tokens = packed[:n], packed[n:2 * n], float(packed[-2])
+        logs = {prefix + "loss_items": int(round(float(packed[-1])))}
         for i, name in enumerate(self._metric_names):
             if name.startswith("k_count_"):
                 logs[prefix + name] = int(sums[i])
@@ -296,6 +330,8 @@ class DistillTrainer(Trainer):
         """Add the MTP metrics accumulated since the last log (reduced over ranks) to Trainer's record."""
         if "loss" in logs:
             logs.update(self._flush("train"))
+            self._loss_items_seen += logs["loss_items"]
+            check_loss_items(self, seen=self._loss_items_seen)
         elif any(key.startswith("eval_") for key in logs):
             logs.update(self._flush("eval", prefix="eval_"))
         super().log(logs, start_time)
