@@ -28,13 +28,10 @@ import sys
 import time
 from pathlib import Path
 
-import yaml
-
+from selfdistill.train.run_dir import RESOLVED_CONFIG, RUN_RECORD
 from selfdistill.train.trainer import DistillConfig, run_distillation
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "tiny.yaml"
-RESOLVED_CONFIG = "distill_config.yaml"
-RUN_RECORD = "run_record.json"
 
 
 def parse_config(argv: list[str] | None = None) -> DistillConfig:
@@ -46,15 +43,6 @@ def parse_config(argv: list[str] | None = None) -> DistillConfig:
         argv = ["--config", str(DEFAULT_CONFIG)] + argv
     (cfg,) = TrlParser((DistillConfig,)).parse_args_and_config(argv)
     return cfg
-
-
-def save_resolved_config(cfg: DistillConfig) -> Path:
-    """Write every field of ``cfg`` to ``<output_dir>/distill_config.yaml`` (main process only)."""
-    path = Path(cfg.output_dir) / RESOLVED_CONFIG
-    if cfg.process_index == 0:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(yaml.safe_dump(json.loads(cfg.to_json_string()), sort_keys=True))
-    return path
 
 
 def write_run_record(cfg: DistillConfig, trainer, record: dict, wall_time_s: float) -> Path:
@@ -76,7 +64,6 @@ def main(cfg: DistillConfig):
     from selfdistill.provenance import provenance
 
     record = provenance()  # now, so the commit is the one the run started from
-    save_resolved_config(cfg)
     start = time.perf_counter()
     trainer = run_distillation(cfg)
     write_run_record(cfg, trainer, record, time.perf_counter() - start)

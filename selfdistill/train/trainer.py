@@ -36,12 +36,12 @@ from selfdistill.train.losses import LOSS_MODES
 from selfdistill.models.loader import DTYPES, resolve_dtype
 from selfdistill.models.mask_token import mask_token_id_from
 from selfdistill.train.guards import check_loss_items, check_step_finite
+from selfdistill.train.run_dir import METRICS_FILE, ConfigInCheckpointCallback, prepare_output_dir
 
 logger = logging.getLogger(__name__)
 
 K_SAMPLING = ("shared", "per_rank")
 ATTN_IMPLEMENTATIONS = ("sdpa", "eager")
-METRICS_FILE = "metrics.jsonl"
 #: Layouts are immutable and there are at most (k_max - k_min + 1) * P of them: build each once per process.
 cached_layout = functools.lru_cache(maxsize=4096)(build_layout)
 
@@ -193,6 +193,7 @@ class DistillTrainer(Trainer):
         self._bad_loss: float | None = None  # a non-finite micro-batch loss of the current step
         self._loss_items_seen = 0  # loss items (kept regions + NTP targets, all ranks) since train() started
         self.add_callback(JsonlLogCallback())
+        self.add_callback(ConfigInCheckpointCallback())
 
     # ------------------------------------------------------------------ setup
     def _prepare_teacher(self, teacher):
@@ -405,9 +406,13 @@ def run_distillation(cfg: DistillConfig, *, model=None, tokenizer=None, train_da
                      ) -> DistillTrainer:
     """Build (or take) student, tokenizer and data, train (resuming if asked) and save the final checkpoint.
 
+    Before anything loads, :func:`selfdistill.train.run_dir.prepare_output_dir` refuses a used ``output_dir``
+    (unless resuming or ``overwrite_output_dir``) and a resume with changed settings, and writes the config.
+
     The saved checkpoint is an ordinary HF one: the student, the tokenizer with ``<mtp>``, and
     ``mtp_mask_token_id`` in ``config.json`` and ``generation_config.json``.
     """
+    prepare_output_dir(cfg)  # one run per folder; resume checked, tidied; distill_config.yaml written
     if "wandb" in (cfg.report_to or []):
         os.environ.setdefault("WANDB_MODE", "offline")
         os.environ.setdefault("WANDB_DIR", cfg.output_dir)
