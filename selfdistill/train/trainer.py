@@ -119,6 +119,11 @@ class DistillConfig(TrainingArguments):
         if self.logging_nan_inf_filter:
             raise ValueError("logging_nan_inf_filter must be False: a non-finite loss stops the run instead of being "
                              "hidden in the logged average")
+        if not 0.0 < self.validation_fraction < 1.0:
+            raise ValueError(f"validation_fraction must be in (0, 1), got {self.validation_fraction}")
+        if self.synthetic_rows_per_subtask < 1 or (self.max_eval_windows is not None and self.max_eval_windows < 1):
+            raise ValueError(f"synthetic_rows_per_subtask and max_eval_windows must be >= 1, got "
+                             f"{self.synthetic_rows_per_subtask}, {self.max_eval_windows}")
         if self.num_reserved_mask_tokens < 1:
             raise ValueError(f"num_reserved_mask_tokens must be >= 1, got {self.num_reserved_mask_tokens}")
 
@@ -385,21 +390,36 @@ def prepare_student(cfg: DistillConfig, model, tokenizer):
     return model, tokenizer
 
 
-def build_datasets(cfg: DistillConfig, tokenizer):
-    """``(train, eval or None)`` windows of ``cfg.window_tokens`` raw tokens from ``cfg.dataset``."""
-    from selfdistill.train.data import load_rows, training_windows
+def load_splits(cfg: DistillConfig) -> dict:
+    """``{"train": rows, "validation": rows or None}`` of ``cfg.dataset`` in the normalised schema, read before
+    any model loads: a missing, empty or malformed file or a bad split fails in seconds, not after the load."""
+    from selfdistill.train.data import load_rows
+
+    def rows(split):
+        found = load_rows(cfg.dataset, split=split, seed=cfg.seed, validation_fraction=cfg.validation_fraction,
+                          synthetic_rows_per_subtask=cfg.synthetic_rows_per_subtask)
+        if not len(found):
+            raise ValueError(f"dataset {cfg.dataset!r} has no {split} rows")
+        return found
+
+    return {"train": rows("train"), "validation": rows("validation") if cfg.eval_strategy != "no" else None}
+
+
+def build_datasets(cfg: DistillConfig, tokenizer, rows: dict | None = None):
+    """``(train, eval or None)`` windows of ``cfg.window_tokens`` raw tokens from ``rows`` (default:
+    :func:`load_splits`)."""
+    from selfdistill.train.data import training_windows
+
+    rows = load_splits(cfg) if rows is None else rows
 
     def windows(split):
-        rows = load_rows(cfg.dataset, split=split, seed=cfg.seed, validation_fraction=cfg.validation_fraction,
-                         synthetic_rows_per_subtask=cfg.synthetic_rows_per_subtask)
-        ds = training_windows(rows, tokenizer, window=cfg.window_tokens, packing=cfg.packing,
+        ds = training_windows(rows[split], tokenizer, window=cfg.window_tokens, packing=cfg.packing,
                               chat_template=cfg.chat_template)
         if split == "validation" and cfg.max_eval_windows is not None:
             ds = ds.select(range(min(len(ds), cfg.max_eval_windows)))
         return ds
 
-    eval_ds = windows("validation") if cfg.eval_strategy != "no" else None
-    return windows("train"), eval_ds
+    return windows("train"), windows("validation") if rows["validation"] is not None else None
 
 
 def run_distillation(cfg: DistillConfig, *, model=None, tokenizer=None, train_dataset=None, eval_dataset=None
@@ -418,13 +438,18 @@ def run_distillation(cfg: DistillConfig, *, model=None, tokenizer=None, train_da
         os.environ.setdefault("WANDB_DIR", cfg.output_dir)
     if model is not None and tokenizer is None:
         raise ValueError("pass the tokenizer together with the model")
+    if model is None:
+        from selfdistill.models.loader import resolve_model_path
+
+        resolve_model_path(cfg.model_name_or_path)  # a missing checkpoint fails now, before the data is read
+    rows = load_splits(cfg) if train_dataset is None else None  # before the model: bad data fails in seconds
     with _whole_weights_unless_zero3_init(cfg):  # the teacher is a deep copy of the whole student
         if model is None:
             model, tokenizer = load_student(cfg)
         else:
             model, tokenizer = prepare_student(cfg, model, tokenizer)
     if train_dataset is None:
-        train_dataset, built_eval = build_datasets(cfg, tokenizer)
+        train_dataset, built_eval = build_datasets(cfg, tokenizer, rows)
         eval_dataset = eval_dataset if eval_dataset is not None else built_eval
     trainer = DistillTrainer(model, cfg, train_dataset=train_dataset, eval_dataset=eval_dataset,
                              processing_class=tokenizer)
