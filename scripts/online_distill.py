@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import time
 from pathlib import Path
 
@@ -35,14 +34,12 @@ DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "tiny.yaml
 
 
 def parse_config(argv: list[str] | None = None) -> DistillConfig:
-    """``DistillConfig`` from ``--config X.yaml`` (default :data:`DEFAULT_CONFIG`) plus CLI overrides."""
-    from trl import TrlParser
+    """``DistillConfig`` from ``--config X.yaml`` (default :data:`DEFAULT_CONFIG`) plus CLI overrides; a bad value
+    is a usage error (exit 2) before anything loads."""
+    from selfdistill.cli import parse_config as parse
 
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if "--config" not in argv:
-        argv = ["--config", str(DEFAULT_CONFIG)] + argv
-    (cfg,) = TrlParser((DistillConfig,)).parse_args_and_config(argv)
-    return cfg
+    return parse(DistillConfig, argv, default_config=DEFAULT_CONFIG, prog="online_distill.py",
+                 description=__doc__.split("\n\n")[0])
 
 
 def write_run_record(cfg: DistillConfig, trainer, record: dict, wall_time_s: float) -> Path:
@@ -71,5 +68,11 @@ def main(cfg: DistillConfig):
 
 
 if __name__ == "__main__":
+    from selfdistill.train.guards import NoLossItemsError, TrainingDivergedError
+    from selfdistill.train.run_dir import ResumeMismatchError
+
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    main(parse_config())
+    try:
+        main(parse_config())
+    except (TrainingDivergedError, NoLossItemsError, ResumeMismatchError, FileExistsError, FileNotFoundError) as err:
+        raise SystemExit(f"online_distill.py: error: {err}") from None

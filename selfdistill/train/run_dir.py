@@ -35,6 +35,12 @@ RESUME_MAY_CHANGE = frozenset({
     "save_steps", "save_total_limit", "eval_strategy", "eval_steps", "do_eval", "max_eval_windows",
     "per_device_eval_batch_size", "max_steps", "num_train_epochs", "resume_from_checkpoint", "overwrite_output_dir",
     "report_to", "run_name", "disable_tqdm", "dataloader_num_workers"})
+
+
+class ResumeMismatchError(ValueError):
+    """A resume whose settings differ from its checkpoint's beyond :data:`RESUME_MAY_CHANGE`."""
+
+
 _CHECKPOINT = re.compile(rf"^{PREFIX_CHECKPOINT_DIR}-(\d+)$")
 _TRAINER_STATE = "trainer_state.json"
 
@@ -139,7 +145,7 @@ def prepare_output_dir(cfg) -> None:
     if resume is not None:
         changed = changed_settings(cfg, resume)
         if changed:
-            raise ValueError(f"resuming {resume} with changed settings (checkpoint's, requested): {changed}. Only "
+            raise ResumeMismatchError(f"resuming {resume} with changed settings (checkpoint's, requested): {changed}. Only "
                              f"{sorted(RESUME_MAY_CHANGE)} may change; start a new run in another output_dir for "
                              "the rest")
         remove_stale_saves(cfg.output_dir)
