@@ -10,8 +10,11 @@ with no ``--config`` the CPU demo ``configs/tiny.yaml`` is used)::
         --config configs/llama31_8b_magpie.yaml
     accelerate launch --config_file configs/accelerate/deepspeed_zero3.yaml scripts/online_distill.py \\
         --config configs/qwen3_4b_instruct.yaml
-    # resume exactly where a run stopped:
+    # resume exactly where a run stopped (a checkpoint, or true: the newest in output_dir):
     accelerate launch ... scripts/online_distill.py --config configs/X.yaml --resume_from_checkpoint runs/X/checkpoint-2000
+
+A used ``output_dir`` is refused unless resuming or ``--overwrite_output_dir true``; a non-finite loss or gradient
+stops the run with exit status 1 (docs/training.md: what is checked before the model loads, what resume accepts).
 
 The resolved configuration is written to ``<output_dir>/distill_config.yaml``; metrics go to
 ``<output_dir>/metrics.jsonl`` (and to wandb, offline unless ``WANDB_MODE`` says otherwise, when

@@ -63,3 +63,17 @@ def test_resume_true_needs_a_complete_checkpoint(tokenizer, tmp_path):
         _train(tokenizer, tmp_path, resume_from_checkpoint="true")
     with pytest.raises(FileNotFoundError, match="not a complete Trainer checkpoint"):
         _train(tokenizer, tmp_path / "x", resume_from_checkpoint=str(tmp_path / "nope"))
+
+
+def test_the_command_line_takes_config_equals_resume_true_and_refuses_nan(tmp_path, capsys):
+    from test_distill_trainer import parse_config
+
+    from support import REPO
+
+    config = REPO / "configs" / "tiny.yaml"
+    cfg = parse_config([f"--config={config}", "--output_dir", str(tmp_path), "--resume_from_checkpoint", "true",
+                        "--overwrite_output_dir", "true"])
+    assert cfg.k_max == 16 and cfg.resume_from_checkpoint == "true" and cfg.overwrite_output_dir
+    with pytest.raises(SystemExit) as exit_:
+        parse_config(["--output_dir", str(tmp_path), "--ntp_weight", "nan"])
+    assert exit_.value.code == 2 and "must be finite numbers" in capsys.readouterr().err
