@@ -33,12 +33,12 @@ numbers then measure speed only (an untrained model predicts poorly at masks).
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import statistics
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -61,6 +61,7 @@ STRATEGIES = [
     ("verify_m2", dict(strategy="verify", k_max=16, threshold=0.9, mask_margin=2)),
 ]
 
+PROMPT_FIELDS = ("prompt", "text", "question")
 _TEMPLATES = [
     "Question: {a} apples are in a basket and {b} more are added. How many apples are there?\nAnswer:",
     "Question: A train travels {a} km in the morning and {b} km in the afternoon. How far does it go?\nAnswer:",
@@ -69,39 +70,83 @@ _TEMPLATES = [
 ]
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", help="Hugging Face checkpoint directory (default: the shipped tiny teacher)")
-    p.add_argument("--random-llama", metavar="HIDDEN,LAYERS | llama-3.2-1b",
-                   help="benchmark a random Llama of this shape instead (vocab --random-vocab), or of the shape of "
-                        "Llama-3.2-1B (its own vocabulary)")
-    p.add_argument("--random-vocab", type=int, default=8192)
-    p.add_argument("--prompts", type=Path, help="JSONL file; each line has a 'prompt' (or 'text'/'question') field")
-    p.add_argument("--suite", help="take zero-shot prompts from this task suite instead (e.g. synthetic, bbh_learnt: "
-                                   "what the tiny models were trained on), spread evenly over its subtasks")
-    p.add_argument("--limit", type=int, default=32, help="number of prompts (default 32)")
-    p.add_argument("--max-new-tokens", type=int, default=64)
-    p.add_argument("--batch-sizes", default="1,16", help="comma-separated (default 1,16)")
-    p.add_argument("--only", help="comma-separated subset of strategy names (default: all); generate and "
-                                  "static_k1, the baselines of the ratios, always run")
-    p.add_argument("--repeats", type=int, default=3,
-                   help="time each setting this many times, interleaved with the others; report the fastest")
-    p.add_argument("--forward-cost-repeats", type=int, default=30,
-                   help="timed forwards per width for forward_cost.csv (0 = skip that table)")
-    p.add_argument("--num-threads", type=int, help="torch CPU threads (default: torch's choice)")
-    p.add_argument("--dtype", default="float32", choices=[d for d in DTYPES if d != "auto"])
-    p.add_argument("--device", default="auto", type=resolve_device, help="auto (cuda if available), cpu, cuda:N")
-    p.add_argument("--out", type=Path, default=Path("results/bench_decode"))
-    cfg = p.parse_args(argv)
+@dataclass(kw_only=True)
+class BenchConfig:
+    model: str | None = field(default=None, metadata={
+        "help": "checkpoint folder or alias (default: the shipped tiny teacher)"})
+    random_llama: str | None = field(default=None, metadata={
+        "help": "HIDDEN,LAYERS | llama-3.2-1b: benchmark a random Llama of this shape instead (vocab "
+                "--random-vocab), or of the shape of Llama-3.2-1B (its own vocabulary)"})
+    random_vocab: int = 8192
+    prompts: Path | None = field(default=None, metadata={
+        "help": "JSONL file; each line has a 'prompt' (or 'text'/'question') field"})
+    suite: str | None = field(default=None, metadata={
+        "help": "take zero-shot prompts from this task suite instead (e.g. synthetic, bbh_learnt: what the tiny "
+                "models were trained on), spread evenly over its subtasks"})
+    limit: int = field(default=32, metadata={"help": "number of prompts"})
+    max_new_tokens: int = 64
+    batch_sizes: str = field(default="1,16", metadata={"help": "comma-separated positive batch sizes"})
+    only: str | None = field(default=None, metadata={
+        "help": "comma-separated subset of strategy names (default: all); generate and static_k1, the baselines "
+                "of the ratios, always run"})
+    repeats: int = field(default=3, metadata={
+        "help": "time each setting this many times, interleaved with the others; report the fastest"})
+    forward_cost_repeats: int = field(default=30, metadata={
+        "help": "timed forwards per width for forward_cost.csv (0 = skip that table)"})
+    num_threads: int | None = field(default=None, metadata={"help": "torch CPU threads (default: torch's choice)"})
+    dtype: str = field(default="float32", metadata={"help": f"one of {[d for d in DTYPES if d != 'auto']}"})
+    device: str = field(default="auto", metadata={"help": "auto (cuda if available), cpu, cuda:N"})
+    out: Path = Path("results/bench_decode")
+
+
+def check_args(cfg: BenchConfig) -> None:
+    """Every option error as a ``ValueError``/``OSError`` naming it, before any model loads; resolves ``device``."""
+    from selfdistill.cli import check_output_folder
+    from selfdistill.models.loader import resolve_model_path
+
     unknown = set(cfg.only.split(",")) - {n for n, _ in STRATEGIES} if cfg.only else set()
     if unknown:
-        p.error(f"--only: unknown setting(s) {sorted(unknown)}; choose from {[n for n, _ in STRATEGIES]}")
+        raise ValueError(f"--only: unknown setting(s) {sorted(unknown)}; choose from {[n for n, _ in STRATEGIES]}")
     if cfg.random_llama:
-        try:
-            random_llama_shape(cfg.random_llama, vocab_size=cfg.random_vocab)
-        except ValueError as err:
-            p.error(str(err))
-    return cfg
+        random_llama_shape(cfg.random_llama, vocab_size=cfg.random_vocab)
+    elif cfg.model is not None:
+        resolve_model_path(cfg.model)
+    batch_sizes(cfg)
+    if min(cfg.limit, cfg.max_new_tokens, cfg.repeats) < 1 or cfg.forward_cost_repeats < 0:
+        raise ValueError("--limit, --max-new-tokens and --repeats must be >= 1, --forward-cost-repeats >= 0")
+    if cfg.dtype not in DTYPES or cfg.dtype == "auto":
+        raise ValueError(f"--dtype {cfg.dtype!r}: choose from {[d for d in DTYPES if d != 'auto']}")
+    cfg.device = resolve_device(cfg.device)
+    if cfg.prompts is not None:
+        prompt_texts(cfg.prompts)
+    check_output_folder(cfg.out, flag="--out")
+
+
+def parse_args(argv: list[str] | None = None) -> BenchConfig:
+    from selfdistill.cli import parse_config
+
+    return parse_config(BenchConfig, argv, check=check_args, prog="bench_decode.py",
+                        description=__doc__.split("\n\n")[0])
+
+
+def batch_sizes(cfg: BenchConfig) -> list[int]:
+    parts = cfg.batch_sizes.split(",")
+    if not all(p.strip().isdigit() and int(p) > 0 for p in parts):
+        raise ValueError(f"--batch-sizes takes comma-separated positive integers, got {cfg.batch_sizes!r}")
+    return [int(p) for p in parts]
+
+
+def prompt_texts(path: Path) -> list[str]:
+    """The prompt of each row of a JSONL file: its 'prompt', else 'text', else 'question' field."""
+    from selfdistill.data.benchmarks.source import read_records
+
+    texts = []
+    for i, row in enumerate(read_records(Path(path)), 1):
+        text = next((row[k] for k in PROMPT_FIELDS if k in row), None)
+        if not isinstance(text, str) or not text:
+            raise ValueError(f"{path}: row {i} has no non-empty text in any of the fields {PROMPT_FIELDS}")
+        texts.append(text)
+    return texts
 
 
 def random_llama_shape(spec: str, *, vocab_size: int) -> dict:
@@ -155,12 +200,7 @@ def load_prompts(cfg, tokenizer, vocab_size: int) -> list[list[int]]:
         rows = suite_rows(cfg.suite, limit=cfg.limit)
         texts = [render_prompt(row) for row in rows[::max(1, len(rows) // cfg.limit)][:cfg.limit]]
     elif cfg.prompts is not None:
-        texts = []
-        for line in cfg.prompts.read_text().splitlines():
-            if line.strip():
-                row = json.loads(line)
-                texts.append(next(row[k] for k in ("prompt", "text", "question") if k in row))
-        texts = texts[:cfg.limit]
+        texts = prompt_texts(cfg.prompts)[:cfg.limit]
     else:
         texts = [_TEMPLATES[i % len(_TEMPLATES)].format(a=3 + 7 * i % 50, b=2 + 5 * i % 30) for i in range(cfg.limit)]
     if tokenizer is None:
@@ -325,7 +365,6 @@ def main(cfg) -> list[dict]:
     pad_id = tokenizer.pad_token_id if tokenizer is not None and tokenizer.pad_token_id is not None else 0
     only = set(cfg.only.split(",")) if cfg.only else None
     chosen = [(n, o) for n, o in STRATEGIES if only is None or n in only or n in ("generate", "static_k1")]
-    batch_sizes = [int(b) for b in cfg.batch_sizes.split(",")]
 
     # Warm-up (allocator, kernels, lazy imports) so the first measured row is not penalised.
     for name, options in chosen:
@@ -333,7 +372,7 @@ def main(cfg) -> list[dict]:
 
     results, costs = [], []
     with torch.no_grad():
-        for bs in batch_sizes:
+        for bs in batch_sizes(cfg):
             # Repeats are interleaved across settings so slow phases of a shared machine hit all of them.
             best: dict[str, dict] = {}
             for _ in range(max(1, cfg.repeats)):

@@ -10,8 +10,11 @@ with no ``--config`` the CPU demo ``configs/tiny.yaml`` is used)::
         --config configs/llama31_8b_magpie.yaml
     accelerate launch --config_file configs/accelerate/deepspeed_zero3.yaml scripts/online_distill.py \\
         --config configs/qwen3_4b_instruct.yaml
-    # resume exactly where a run stopped:
+    # resume exactly where a run stopped (a checkpoint, or true: the newest in output_dir):
     accelerate launch ... scripts/online_distill.py --config configs/X.yaml --resume_from_checkpoint runs/X/checkpoint-2000
+
+A used ``output_dir`` is refused unless resuming or ``--overwrite_output_dir true``; a non-finite loss or gradient
+stops the run with exit status 1 (docs/training.md: what is checked before the model loads, what resume accepts).
 
 The resolved configuration is written to ``<output_dir>/distill_config.yaml``; metrics go to
 ``<output_dir>/metrics.jsonl`` (and to wandb, offline unless ``WANDB_MODE`` says otherwise, when
@@ -24,37 +27,22 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import time
 from pathlib import Path
 
-import yaml
-
+from selfdistill.train.run_dir import RESOLVED_CONFIG, RUN_RECORD
 from selfdistill.train.trainer import DistillConfig, run_distillation
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "tiny.yaml"
-RESOLVED_CONFIG = "distill_config.yaml"
-RUN_RECORD = "run_record.json"
 
 
 def parse_config(argv: list[str] | None = None) -> DistillConfig:
-    """``DistillConfig`` from ``--config X.yaml`` (default :data:`DEFAULT_CONFIG`) plus CLI overrides."""
-    from trl import TrlParser
+    """``DistillConfig`` from ``--config X.yaml`` (default :data:`DEFAULT_CONFIG`) plus CLI overrides; a bad value
+    is a usage error (exit 2) before anything loads."""
+    from selfdistill.cli import parse_config as parse
 
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if "--config" not in argv:
-        argv = ["--config", str(DEFAULT_CONFIG)] + argv
-    (cfg,) = TrlParser((DistillConfig,)).parse_args_and_config(argv)
-    return cfg
-
-
-def save_resolved_config(cfg: DistillConfig) -> Path:
-    """Write every field of ``cfg`` to ``<output_dir>/distill_config.yaml`` (main process only)."""
-    path = Path(cfg.output_dir) / RESOLVED_CONFIG
-    if cfg.process_index == 0:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(yaml.safe_dump(json.loads(cfg.to_json_string()), sort_keys=True))
-    return path
+    return parse(DistillConfig, argv, default_config=DEFAULT_CONFIG, prog="online_distill.py",
+                 description=__doc__.split("\n\n")[0])
 
 
 def write_run_record(cfg: DistillConfig, trainer, record: dict, wall_time_s: float) -> Path:
@@ -76,7 +64,6 @@ def main(cfg: DistillConfig):
     from selfdistill.provenance import provenance
 
     record = provenance()  # now, so the commit is the one the run started from
-    save_resolved_config(cfg)
     start = time.perf_counter()
     trainer = run_distillation(cfg)
     write_run_record(cfg, trainer, record, time.perf_counter() - start)
@@ -84,5 +71,11 @@ def main(cfg: DistillConfig):
 
 
 if __name__ == "__main__":
+    from selfdistill.train.guards import NoLossItemsError, TrainingDivergedError
+    from selfdistill.train.run_dir import ResumeMismatchError
+
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    main(parse_config())
+    try:
+        main(parse_config())
+    except (TrainingDivergedError, NoLossItemsError, ResumeMismatchError, FileExistsError, FileNotFoundError) as err:
+        raise SystemExit(f"online_distill.py: error: {err}") from None

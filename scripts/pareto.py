@@ -99,9 +99,32 @@ def check_config(cfg: ParetoConfig) -> None:
     if cfg.gzip_samples not in ("auto", "yes", "no"):
         raise ValueError(f"gzip_samples must be auto, yes or no, got {cfg.gzip_samples!r}")
     resolve_device(cfg.device)
-    if cfg.name is not None and not re.fullmatch(r"[\w.+-]+", cfg.name):
-        raise ValueError(f"name {cfg.name!r} must be a plain folder name (letters, digits, . _ + -)")
+    if cfg.num_threads < 0:
+        raise ValueError(f"num_threads must be >= 0 (0 = torch's default), got {cfg.num_threads}")
+    from selfdistill.cli import check_output_folder
+
+    check_output_folder(sweep_root(cfg), flag="--output_dir/--name")
     settings(cfg)  # threshold range, duplicates, empty grid
+
+
+def sweep_root(cfg: ParetoConfig) -> Path:
+    """``<output_dir>/<name>``; ``name`` (default: from the model's name) must be a plain folder name."""
+    name = cfg.name or re.sub(r"[^\w.+-]", "_", Path(cfg.model.rstrip("/")).name)
+    if not re.fullmatch(r"[\w.+-]+", name) or set(name) == {"."}:
+        raise ValueError(f"name {name!r} must be a plain folder name (letters, digits, . _ + -, not only dots); "
+                         "pass --name")
+    return Path(cfg.output_dir) / name
+
+
+def measured_on(num_threads: int) -> dict:
+    """What tokens/s depends on besides the settings: torch threads, host, CPU/GPU, torch version."""
+    import platform
+
+    import torch
+
+    from selfdistill.provenance import hardware
+
+    return {"num_threads": num_threads, "host": platform.node(), "hardware": hardware(), "torch": torch.__version__}
 
 
 def settings(cfg: ParetoConfig):
@@ -172,10 +195,10 @@ def main(cfg: ParetoConfig) -> Path:
     check_config(cfg)
     grid = settings(cfg)
     model_path = resolve_model(cfg.model)
-    name = cfg.name or re.sub(r"[^\w.+-]", "_", Path(cfg.model.rstrip("/")).name)
-    root = Path(cfg.output_dir) / name
+    root = sweep_root(cfg)
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
+    machine = measured_on(torch.get_num_threads())
     limit = cfg.limit or None
     rows = {task: suite_rows(task, limit=limit, seed=cfg.seed, path=cfg.data_path,
                              subtasks=cfg.bbh_subtasks if task == "bbh" else None) for task in cfg.tasks}
@@ -186,7 +209,7 @@ def main(cfg: ParetoConfig) -> Path:
                    "limit": limit, "seed": cfg.seed, "data_path": cfg.data_path, "bbh_subtasks": cfg.bbh_subtasks,
                    "dtype": cfg.dtype, "device": cfg.device, "batch_size": cfg.batch_size,
                    "prompt_style": cfg.prompt_style, "chat_template": cfg.chat_template,
-                   "max_new_tokens": cfg.max_new_tokens}
+                   "max_new_tokens": cfg.max_new_tokens} | machine
     stores = {task: SweepStore(root, fingerprint=fingerprint | {"n": len(rows[task])}, overwrite=cfg.overwrite,
                                gzip_samples=cfg.gzip_samples == "yes" or (cfg.gzip_samples == "auto"
                                                                           and len(rows[task]) > 100))
@@ -211,6 +234,7 @@ def main(cfg: ParetoConfig) -> Path:
                                         max_new_tokens=cfg.max_new_tokens, style=cfg.prompt_style,
                                         chat=cfg.chat_template, progress=cfg.progress)
             summary["by_subtask"] = by_subtask(records)
+            summary |= machine  # per row: a resumed sweep's rows need not share one machine's threads
             stores[task].save(task, setting, records, summary)
             done[(task, setting.name)] = summary
             tqdm.write(f"{task:>12} {setting.name:<28} acc {summary['accuracy']:.3f} "
@@ -227,7 +251,6 @@ def main(cfg: ParetoConfig) -> Path:
 
 
 if __name__ == "__main__":
-    from transformers import HfArgumentParser
+    from selfdistill.cli import parse_config
 
-    (config,) = HfArgumentParser(ParetoConfig).parse_args_into_dataclasses()
-    main(config)
+    main(parse_config(ParetoConfig, check=check_config, prog="pareto.py", description=__doc__.split("\n\n")[0]))

@@ -16,43 +16,59 @@ switches them to hub copies.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m selfdistill.lm_eval", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default="selfdistill", help="lm-eval model name (default: our decoder)")
-    p.add_argument("--model_args", default="pretrained=tiny-student",
-                   help="pretrained=...,strategy=generate|static|conf_adapt|verify,threshold=,k=,k_max=,dtype=,...")
-    p.add_argument("--tasks", required=True, help="comma-separated task names (sd_* are ours, offline)")
-    p.add_argument("--limit", type=float, default=None, help="first n documents per task (<1: a fraction)")
-    p.add_argument("--batch_size", default=None, help="overrides model_args batch_size")
-    p.add_argument("--device", default=None, help="overrides model_args device")
-    p.add_argument("--num_fewshot", type=int, default=None)
-    p.add_argument("--gen_kwargs", default=None, help="overrides of the tasks' generation kwargs, e.g. max_gen_toks=64")
-    p.add_argument("--apply_chat_template", action="store_true")
-    p.add_argument("--include_path", action="append", default=[], help="extra task YAML folders")
-    p.add_argument("--metadata", default="{}", help="JSON passed to the tasks (data paths)")
-    p.add_argument("--output_path", default=None, help="folder for results_<time>.json (and samples)")
-    p.add_argument("--log_samples", action="store_true")
-    p.add_argument("--seed", type=int, default=0)
-    return p
+@dataclass(kw_only=True)
+class LmEvalConfig:
+    tasks: str = field(metadata={"help": "comma-separated task names (sd_* are ours, offline)"})
+    model: str = field(default="selfdistill", metadata={"help": "lm-eval model name (default: our decoder)"})
+    model_args: str = field(default="pretrained=tiny-student", metadata={
+        "help": "pretrained=...,strategy=generate|static|conf_adapt|verify,threshold=,k=,k_max=,dtype=,..."})
+    limit: float | None = field(default=None, metadata={"help": "first n documents per task (<1: a fraction)"})
+    batch_size: str | None = field(default=None, metadata={"help": "overrides model_args batch_size"})
+    device: str | None = field(default=None, metadata={"help": "overrides model_args device"})
+    num_fewshot: int | None = None
+    gen_kwargs: str | None = field(default=None, metadata={
+        "help": "overrides of the tasks' generation kwargs, e.g. max_gen_toks=64"})
+    apply_chat_template: bool = False
+    include_path: list[str] = field(default_factory=list, metadata={"help": "extra task YAML folders"})
+    metadata: str = field(default="{}", metadata={"help": "JSON passed to the tasks (data paths)"})
+    output_path: str | None = field(default=None, metadata={"help": "folder for results_<time>.json (and samples)"})
+    log_samples: bool = False
+    seed: int = 0
+
+
+def check_args(args: LmEvalConfig) -> None:
+    """Option errors, raised before lm-eval, the tasks or the model load: bad JSON, no tasks, an output path that
+    is a file or cannot be created, a ``pretrained=`` checkpoint that does not exist."""
+    from selfdistill.cli import check_output_folder
+    from selfdistill.models.loader import resolve_model_path
+
+    try:
+        json.loads(args.metadata)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"--metadata is not valid JSON: {err}") from None
+    if not [t for t in args.tasks.split(",") if t]:
+        raise ValueError("--tasks is empty")
+    if args.output_path is not None:
+        check_output_folder(args.output_path, flag="--output_path")
+    pretrained = dict(kv.split("=", 1) for kv in args.model_args.split(",") if "=" in kv).get("pretrained")
+    if args.model == "selfdistill" and pretrained:
+        resolve_model_path(pretrained)
 
 
 def main(argv: list[str] | None = None) -> dict:
-    args = build_parser().parse_args(argv)
-    try:
-        metadata = json.loads(args.metadata)
-    except json.JSONDecodeError as err:
-        raise SystemExit(f"--metadata is not valid JSON: {err}")
+    from selfdistill.cli import parse_config
+
+    args = parse_config(LmEvalConfig, argv, check=check_args, prog="python -m selfdistill.lm_eval",
+                        description=__doc__.split("\n\n")[0])
+    metadata = json.loads(args.metadata)
     tasks = [t for t in args.tasks.split(",") if t]
-    if not tasks:
-        raise SystemExit("--tasks is empty")
 
     from lm_eval import simple_evaluate
     from lm_eval.tasks import TaskManager

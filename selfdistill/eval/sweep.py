@@ -4,7 +4,8 @@ reports written from them (CSV, JSON, markdown frontier tables, PNG plots). Driv
 Layout of a sweep folder ``results/<name>/``:
 
 - ``runs/<task>__<setting>.json``: one finished (task, setting): its summary and the *fingerprint* of the
-  conditions it was measured under (model, prompt format, limit, seed, dtype, device, batch size...). A re-run
+  conditions it was measured under (model, prompt format, limit, seed, dtype, device, batch size, torch threads,
+  host, hardware, torch version...). A re-run
   with the same fingerprint skips it; a different fingerprint is refused (``overwrite`` redoes it).
 - ``samples/<task>__<setting>.jsonl`` (``.jsonl.gz`` for big runs): one record per scored item (completion,
   extracted answer, gold, correctness, tokens, forward passes), so every number can be audited.
@@ -39,8 +40,8 @@ FRONTIERS = (("tokens_per_forward", "tokens_per_forward_mean", "tokens per forwa
              ("tokens_per_second", "tokens_per_second", "tokens / s"))
 CSV_COLUMNS = ("task", "setting", "strategy", "k", "threshold", "k_max", "mask_margin", "n", "accuracy",
                "accuracy_stderr", "tokens_per_forward_mean", "tokens_per_forward_std", "tokens_per_second",
-               "batch_size", "seconds", "new_tokens", "forward_passes", "frontier_tokens_per_forward",
-               "frontier_tokens_per_second")
+               "batch_size", "num_threads", "host", "seconds", "new_tokens", "forward_passes",
+               "frontier_tokens_per_forward", "frontier_tokens_per_second")
 
 
 def sweep_settings(*, generate: bool = True, static_k: Sequence[int] = PAPER_STATIC_K,

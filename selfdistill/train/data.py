@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 
 import datasets
 import numpy as np
@@ -27,6 +28,7 @@ import numpy as np
 from selfdistill.data.prompts import SCHEMA, apply_chat_template, render_training_text
 
 SPLITS = ("train", "validation")
+LOCAL_SUFFIXES = (".json", ".jsonl", ".parquet")
 logger = logging.getLogger(__name__)
 
 
@@ -155,6 +157,8 @@ def load_rows(spec: str, *, split: str = "train", seed: int = 0, validation_frac
         return _group_split(load_gsm8k(arg or None, split="train"), split, validation_fraction, seed)
     if os.path.exists(os.path.expanduser(spec)):
         return _group_split(_load_local(os.path.expanduser(spec)), split, validation_fraction, seed)
+    if spec.endswith(LOCAL_SUFFIXES) or os.sep in spec or spec.startswith((".", "~")):
+        raise FileNotFoundError(f"dataset file {spec} does not exist")
     raise ValueError(f"unknown dataset {spec!r}: use 'synthetic', 'metamathqa[:path-or-hub-id]', 'gsm8k[:path]', "
                      "or a local file/folder in the normalised schema")
 
@@ -162,13 +166,20 @@ def load_rows(spec: str, *, split: str = "train", seed: int = 0, validation_frac
 def _load_local(path: str) -> datasets.Dataset:
     if os.path.isdir(path):
         ds = datasets.load_from_disk(path)
+    elif path.endswith((".json", ".jsonl")):
+        from selfdistill.data.benchmarks.source import read_records
+
+        ds = datasets.Dataset.from_list(read_records(Path(path)))  # UTF-8/JSON errors name the file and line
+    elif path.endswith(".parquet"):
+        ds = datasets.load_dataset("parquet", data_files=path, split="train")
     else:
-        kind = {".json": "json", ".jsonl": "json", ".parquet": "parquet"}.get(os.path.splitext(path)[1])
-        if kind is None:
-            raise ValueError(f"cannot read {path}: expected .json, .jsonl, .parquet or a save_to_disk folder")
-        ds = datasets.load_dataset(kind, data_files=path, split="train")
+        raise ValueError(f"cannot read {path}: expected .json, .jsonl, .parquet or a save_to_disk folder")
     if isinstance(ds, datasets.DatasetDict):
         raise ValueError(f"{path} holds several splits {list(ds)}; point at one split's folder")
+    missing = [c for c in SCHEMA if c not in ds.column_names]
+    if missing or not len(ds):
+        problem = f"rows lack the columns {missing}" if missing else "no rows"
+        raise ValueError(f"{path}: {problem}; the normalised schema is {SCHEMA} (docs/data.md)")
     return ds
 
 

@@ -21,9 +21,10 @@ import copy
 import functools
 import json
 import logging
+import math
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 import torch
@@ -36,13 +37,14 @@ from selfdistill.models.gated_lora import (DEFAULT_TARGETS, WEIGHTS_FILE, BaseMo
                                           load_adapter_tensors, pop_new_rows, save_gated_lora)
 from selfdistill.models.loader import DTYPES, resolve_dtype
 from selfdistill.models.mask_token import mask_token_id_from
+from selfdistill.train.guards import check_loss_items, check_step_finite
+from selfdistill.train.run_dir import METRICS_FILE, ConfigInCheckpointCallback, prepare_output_dir
 
 logger = logging.getLogger(__name__)
 
 K_SAMPLING = ("shared", "per_rank")
 ADAPTERS = ("none", "gated_lora")
 ATTN_IMPLEMENTATIONS = ("sdpa", "eager")
-METRICS_FILE = "metrics.jsonl"
 #: Layouts are immutable and there are at most (k_max - k_min + 1) * P of them: build each once per process.
 cached_layout = functools.lru_cache(maxsize=4096)(build_layout)
 
@@ -88,8 +90,13 @@ class DistillConfig(TrainingArguments):
     lora_targets: list[str] = field(default_factory=lambda: list(DEFAULT_TARGETS), metadata={
         "help": "Linear layers to adapt, by module name."})
     lora_dropout: float = field(default=0.0, metadata={"help": "Dropout on the adapters' input."})
+    overwrite_output_dir: bool = field(default=False, metadata={
+        "help": "Start afresh in a used output_dir, deleting its checkpoints and metrics; without it (and without "
+                "resume_from_checkpoint) a used output_dir is refused."})
     # Trainer defaults that do not fit this trainer: the batch has no columns the model's forward takes by name.
     remove_unused_columns: bool = field(default=False, metadata={"help": "Must stay False (raw windows + valid)."})
+    logging_nan_inf_filter: bool = field(default=False, metadata={
+        "help": "Must stay False: a non-finite loss stops the run (TrainingDivergedError), it is never logged as 0."})
 
     def __post_init__(self):
         self.validate_distill_fields()
@@ -97,6 +104,10 @@ class DistillConfig(TrainingArguments):
 
     def validate_distill_fields(self) -> None:
         """Fail fast, before any model is loaded, on settings that cannot work together."""
+        not_finite = {f.name: value for f in fields(self)
+                      if isinstance(value := getattr(self, f.name), float) and not math.isfinite(value)}
+        if not_finite:
+            raise ValueError(f"these settings must be finite numbers: {not_finite}")
         if not 1 <= self.k_min <= self.k_max:
             raise ValueError(f"need 1 <= k_min <= k_max, got k_min={self.k_min}, k_max={self.k_max}")
         try:
@@ -124,6 +135,14 @@ class DistillConfig(TrainingArguments):
                 raise ValueError("adapter gated_lora trains only what mask tokens compute: every real position is the "
                                  "frozen base model, so k_min must be >= 2 (k=1 feeds no mask) and ntp_weight 0 (got "
                                  f"k_min={self.k_min}, ntp_weight={self.ntp_weight})")
+        if self.logging_nan_inf_filter:
+            raise ValueError("logging_nan_inf_filter must be False: a non-finite loss stops the run instead of being "
+                             "hidden in the logged average")
+        if not 0.0 < self.validation_fraction < 1.0:
+            raise ValueError(f"validation_fraction must be in (0, 1), got {self.validation_fraction}")
+        if self.synthetic_rows_per_subtask < 1 or (self.max_eval_windows is not None and self.max_eval_windows < 1):
+            raise ValueError(f"synthetic_rows_per_subtask and max_eval_windows must be >= 1, got "
+                             f"{self.synthetic_rows_per_subtask}, {self.max_eval_windows}")
         if self.num_reserved_mask_tokens < 1:
             raise ValueError(f"num_reserved_mask_tokens must be >= 1, got {self.num_reserved_mask_tokens}")
 
@@ -202,7 +221,10 @@ class DistillTrainer(Trainer):
         self._acc = {"train": self._zero_acc(), "eval": self._zero_acc()}
         self._last_log_time = time.perf_counter()
         self._micro = (-1, 0)  # (global step, micro-batches seen in it)
+        self._bad_loss: float | None = None  # a non-finite micro-batch loss of the current step
+        self._loss_items_seen = 0  # loss items (kept regions + NTP targets, all ranks) since train() started
         self.add_callback(JsonlLogCallback())
+        self.add_callback(ConfigInCheckpointCallback())
 
     # ------------------------------------------------------------------ setup
     def _prepare_teacher(self, teacher):
@@ -241,7 +263,7 @@ class DistillTrainer(Trainer):
 
     def _zero_acc(self) -> dict:
         return {"sums": torch.zeros(len(self._metric_names), dtype=torch.float64),
-                "counts": torch.zeros(len(self._metric_names), dtype=torch.float64), "tokens": 0}
+                "counts": torch.zeros(len(self._metric_names), dtype=torch.float64), "tokens": 0, "items": 0.0}
 
     # ------------------------------------------------------------------ gated LoRA: save and resume the adapter only
     def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
@@ -291,6 +313,20 @@ class DistillTrainer(Trainer):
         self._accumulate("train" if training else "eval", out.stats, layout, inputs["input_ids"].shape[0])
         return (out.loss, out) if return_outputs else out.loss
 
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        """Trainer's step; a non-finite loss is remembered and stops the run at this step's gradient check."""
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        if not torch.isfinite(loss):
+            self._bad_loss = float(loss)
+        return loss
+
+    def _get_grad_norm(self, model, grad_norm=None):
+        # Trainer's one place between backward and optimizer.step: stop here, on every rank, while the weights
+        # (and so every saved checkpoint) are still finite.
+        grad_norm = super()._get_grad_norm(model, grad_norm=grad_norm)
+        check_step_finite(self, loss=self._bad_loss, grad_norm=grad_norm)
+        return grad_norm
+
     def _count_mean(self, counts: torch.Tensor) -> torch.Tensor:
         # Loss items per process, averaged over the data-parallel group (see distill_step's count_mean).
         return self.accelerator.reduce(counts.to(self.args.device), reduction="mean").to(counts.device)
@@ -315,15 +351,19 @@ class DistillTrainer(Trainer):
         if f"k_count_{layout.k}" in index:
             acc["sums"][index[f"k_count_{layout.k}"]] += 1
         acc["tokens"] += batch_size * layout.seq_len
+        acc["items"] += float(stats["kept_regions"][0]) * batch_size * layout.num_regions
+        if "ntp_loss" in stats:
+            acc["items"] += float(stats["ntp_loss"][1])
 
     def _flush(self, which: str, prefix: str = "") -> dict[str, float]:
         acc = self._acc[which]
-        packed = torch.cat([acc["sums"], acc["counts"], torch.tensor([float(acc["tokens"])], dtype=torch.float64)])
+        totals = torch.tensor([float(acc["tokens"]), acc["items"]], dtype=torch.float64)
+        packed = torch.cat([acc["sums"], acc["counts"], totals])
         if self.args.world_size > 1:
             packed = self.accelerator.reduce(packed.to(self.args.device), reduction="sum").cpu()
         n = len(self._metric_names)
-        sums, counts, tokens = packed[:n], packed[n:2 * n], float(packed[-1])
-        logs = {}
+        sums, counts, tokens = packed[:n], packed[n:2 * n], float(packed[-2])
+        logs = {prefix + "loss_items": int(round(float(packed[-1])))}
         for i, name in enumerate(self._metric_names):
             if name.startswith("k_count_"):
                 logs[prefix + name] = int(sums[i])
@@ -340,6 +380,8 @@ class DistillTrainer(Trainer):
         """Add the MTP metrics accumulated since the last log (reduced over ranks) to Trainer's record."""
         if "loss" in logs:
             logs.update(self._flush("train"))
+            self._loss_items_seen += logs["loss_items"]
+            check_loss_items(self, seen=self._loss_items_seen)
         elif any(key.startswith("eval_") for key in logs):
             logs.update(self._flush("eval", prefix="eval_"))
         super().log(logs, start_time)
@@ -397,42 +439,66 @@ def prepare_student(cfg: DistillConfig, model, tokenizer):
     return model, tokenizer
 
 
-def build_datasets(cfg: DistillConfig, tokenizer):
-    """``(train, eval or None)`` windows of ``cfg.window_tokens`` raw tokens from ``cfg.dataset``."""
-    from selfdistill.train.data import load_rows, training_windows
+def load_splits(cfg: DistillConfig) -> dict:
+    """``{"train": rows, "validation": rows or None}`` of ``cfg.dataset`` in the normalised schema, read before
+    any model loads: a missing, empty or malformed file or a bad split fails in seconds, not after the load."""
+    from selfdistill.train.data import load_rows
+
+    def rows(split):
+        found = load_rows(cfg.dataset, split=split, seed=cfg.seed, validation_fraction=cfg.validation_fraction,
+                          synthetic_rows_per_subtask=cfg.synthetic_rows_per_subtask)
+        if not len(found):
+            raise ValueError(f"dataset {cfg.dataset!r} has no {split} rows")
+        return found
+
+    return {"train": rows("train"), "validation": rows("validation") if cfg.eval_strategy != "no" else None}
+
+
+def build_datasets(cfg: DistillConfig, tokenizer, rows: dict | None = None):
+    """``(train, eval or None)`` windows of ``cfg.window_tokens`` raw tokens from ``rows`` (default:
+    :func:`load_splits`)."""
+    from selfdistill.train.data import training_windows
+
+    rows = load_splits(cfg) if rows is None else rows
 
     def windows(split):
-        rows = load_rows(cfg.dataset, split=split, seed=cfg.seed, validation_fraction=cfg.validation_fraction,
-                         synthetic_rows_per_subtask=cfg.synthetic_rows_per_subtask)
-        ds = training_windows(rows, tokenizer, window=cfg.window_tokens, packing=cfg.packing,
+        ds = training_windows(rows[split], tokenizer, window=cfg.window_tokens, packing=cfg.packing,
                               chat_template=cfg.chat_template)
         if split == "validation" and cfg.max_eval_windows is not None:
             ds = ds.select(range(min(len(ds), cfg.max_eval_windows)))
         return ds
 
-    eval_ds = windows("validation") if cfg.eval_strategy != "no" else None
-    return windows("train"), eval_ds
+    return windows("train"), windows("validation") if rows["validation"] is not None else None
 
 
 def run_distillation(cfg: DistillConfig, *, model=None, tokenizer=None, train_dataset=None, eval_dataset=None
                      ) -> DistillTrainer:
     """Build (or take) student, tokenizer and data, train (resuming if asked) and save the final checkpoint.
 
+    Before anything loads, :func:`selfdistill.train.run_dir.prepare_output_dir` refuses a used ``output_dir``
+    (unless resuming or ``overwrite_output_dir``) and a resume with changed settings, and writes the config.
+
     The saved checkpoint is an ordinary HF one: the student, the tokenizer with ``<mtp>``, and
     ``mtp_mask_token_id`` in ``config.json`` and ``generation_config.json``.
     """
+    prepare_output_dir(cfg)  # one run per folder; resume checked, tidied; distill_config.yaml written
     if "wandb" in (cfg.report_to or []):
         os.environ.setdefault("WANDB_MODE", "offline")
         os.environ.setdefault("WANDB_DIR", cfg.output_dir)
     if model is not None and tokenizer is None:
         raise ValueError("pass the tokenizer together with the model")
+    if model is None:
+        from selfdistill.models.loader import resolve_model_path
+
+        resolve_model_path(cfg.model_name_or_path)  # a missing checkpoint fails now, before the data is read
+    rows = load_splits(cfg) if train_dataset is None else None  # before the model: bad data fails in seconds
     with _whole_weights_unless_zero3_init(cfg):  # the teacher is a deep copy of the whole student
         if model is None:
             model, tokenizer = load_student(cfg)
         else:
             model, tokenizer = prepare_student(cfg, model, tokenizer)
     if train_dataset is None:
-        train_dataset, built_eval = build_datasets(cfg, tokenizer)
+        train_dataset, built_eval = build_datasets(cfg, tokenizer, rows)
         eval_dataset = eval_dataset if eval_dataset is not None else built_eval
     trainer = DistillTrainer(model, cfg, train_dataset=train_dataset, eval_dataset=eval_dataset,
                              processing_class=tokenizer)

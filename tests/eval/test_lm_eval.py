@@ -103,11 +103,19 @@ def test_task_yamls_use_our_stop_strings_and_functions():
             assert cfg["doc_to_text"] == "selfdistill.eval.harness.doc_to_text_few_shot"
 
 
-def test_launcher_rejects_bad_metadata_before_loading_anything():
+@pytest.mark.parametrize("argv, message", [
+    (["--metadata", "{bad"], "not valid JSON"),
+    (["--output_path", "FILE"], "--output_path FILE is an existing file"),
+    (["--model_args", "pretrained=/no/such/ckpt"], "no such folder"),
+])
+def test_launcher_rejects_bad_options_before_loading_anything(tmp_path, monkeypatch, capsys, argv, message):
     from selfdistill.eval.lm_eval_cli import main
 
-    with pytest.raises(SystemExit, match="not valid JSON"):
-        main(["--tasks", "sd_synthetic", "--metadata", "{bad"])
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "FILE").write_text("")
+    with pytest.raises(SystemExit) as exit_:
+        main(["--tasks", "sd_synthetic", *argv])
+    assert exit_.value.code == 2 and message in capsys.readouterr().err
 
 
 def test_an_adapter_folder_loads_through_the_one_loader_and_verify_matches_the_base(tmp_path):

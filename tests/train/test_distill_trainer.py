@@ -128,12 +128,11 @@ def test_unpacked_rows_prune_regions_after_eos(tokenizer, tmp_path):
 
 
 def test_completion_only_loss_drops_regions_that_predict_prompts(tokenizer, tmp_path):
-    # rows fit a 60-slot window, which then starts at the row's start: its first region predicts prompt tokens
-    common = dict(packing=False, max_steps=2, k_min=3, k_max=3, seq_len=60, num_regions=3, random_offset=False)
+    common = dict(packing=False, max_steps=2, k_min=3, k_max=3, seq_len=90, num_regions=6, random_offset=False)
     every = _train(tokenizer, tmp_path / "all", **common)
     only = _train(tokenizer, tmp_path / "completion", completion_only_loss=True, **common)
     kept = [[h["kept_regions"] for h in t.state.log_history if "kept_regions" in h] for t in (every, only)]
-    assert max(kept[1]) < min(kept[0])
+    assert 0 < max(kept[1]) < min(kept[0])  # the first regions of each window predict prompt tokens
     cfg = _cfg(tmp_path / "x", completion_only_loss=True)
     train = training_windows(_rows(), tokenizer, window=cfg.window_tokens, packing=True).remove_columns("completion")
     with pytest.raises(ValueError, match="'completion' column"):

@@ -41,14 +41,36 @@ def require_file(path: str | os.PathLike, *, what: str, how_to_get: str) -> Path
 
 
 def read_records(path: Path) -> list[dict]:
-    """Rows of a ``.jsonl`` file (one object per line) or a ``.json`` file (a list of objects)."""
-    text = path.read_text(encoding="utf-8")
+    """Rows of a ``.jsonl`` file (one object per line) or a ``.json`` file (a list of objects).
+
+    Raises ``ValueError`` naming the file and the line or row for text that is not UTF-8, a line or file that is
+    not JSON, a row that is not an object, and a file with no rows at all.
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        line = path.read_bytes()[:err.start].count(b"\n") + 1
+        raise ValueError(f"{path}: line {line} is not UTF-8 text (byte {err.start}: {err.reason}); save the file "
+                         "as UTF-8") from None
     if path.suffix == ".jsonl":
-        return [json.loads(line) for line in text.splitlines() if line.strip()]
-    data = json.loads(text)
-    if not isinstance(data, list):
-        raise ValueError(f"{path}: expected a JSON list of records, got {type(data).__name__}")
-    return data
+        rows = [_json(line, where=f"{path}: line {i}") for i, line in enumerate(text.splitlines(), 1) if line.strip()]
+    else:
+        rows = _json(text, where=str(path)) if text.strip() else []
+        if not isinstance(rows, list):
+            raise ValueError(f"{path}: expected a JSON list of records, got {type(rows).__name__}")
+    for i, row in enumerate(rows, 1):
+        if not isinstance(row, dict):
+            raise ValueError(f"{path}: row {i} is a JSON {type(row).__name__}, expected an object")
+    if not rows:
+        raise ValueError(f"{path} holds no records (an empty file?)")
+    return rows
+
+
+def _json(text: str, *, where: str):
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{where} is not valid JSON: {err}") from None
 
 
 def load_hub(name: str, *, config: str | None, split: str, what: str) -> datasets.Dataset:

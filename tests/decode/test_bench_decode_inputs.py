@@ -1,0 +1,53 @@
+"""scripts/bench_decode.py refuses bad options and prompt files with a usage error naming them, before loading."""
+
+import pytest
+
+from support import load_script
+
+
+@pytest.fixture(scope="module")
+def bench():
+    return load_script("bench_decode")
+
+
+def _usage_error(bench, capsys, argv) -> str:
+    with pytest.raises(SystemExit) as exit_:
+        bench.parse_args(argv)
+    assert exit_.value.code == 2
+    return capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--batch-sizes", "0"], "--batch-sizes takes comma-separated positive integers"),
+    (["--batch-sizes", "1,x"], "--batch-sizes"),
+    (["--limit", "0"], "--limit"),
+    (["--dtype", "int8"], "--dtype"),
+    (["--device", "gpu"], "unknown device"),
+    (["--model", "/no/such/ckpt"], "no such folder"),
+    (["--out", "FILE"], "is an existing file"),
+])
+def test_bad_options_are_usage_errors(bench, tmp_path, monkeypatch, capsys, argv, message):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "FILE").write_text("")
+    assert message in _usage_error(bench, capsys, argv)
+
+
+@pytest.mark.parametrize("content, message", [
+    (b'{"prompt": "a"}\n{"id": 2}\n', "row 2 has no non-empty text in any of the fields"),
+    (b"", "holds no records"),
+    (b'{"prompt": "caf\xff"}\n', "line 1 is not UTF-8"),
+])
+def test_bad_prompt_files_name_the_file_and_row(bench, tmp_path, capsys, content, message):
+    path = tmp_path / "prompts.jsonl"
+    path.write_bytes(content)
+    err = _usage_error(bench, capsys, ["--prompts", str(path), "--out", str(tmp_path / "out")])
+    assert "prompts.jsonl" in err and message in err
+
+
+def test_good_options_keep_their_documented_spellings(bench, tmp_path):
+    path = tmp_path / "prompts.jsonl"
+    path.write_text('{"prompt": "a"}\n\n{"question": "b"}\n')
+    cfg = bench.parse_args(["--prompts", str(path), "--max-new-tokens", "8", "--batch-sizes", "1,4",
+                            "--num-threads", "1", "--out", str(tmp_path / "out"), "--device", "cpu"])
+    assert (cfg.max_new_tokens, bench.batch_sizes(cfg), cfg.num_threads, cfg.device) == (8, [1, 4], 1, "cpu")
+    assert bench.prompt_texts(path) == ["a", "b"]

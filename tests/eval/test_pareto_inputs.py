@@ -1,0 +1,52 @@
+"""scripts/pareto.py: what changes tokens/s is part of a sweep's conditions, and bad outputs fail before work."""
+
+import csv
+import json
+from dataclasses import replace
+
+import pytest
+
+from selfdistill.cli import parse_config
+
+from test_pareto import ckpt, pareto, restore_threads, small_cfg  # noqa: F401  (fixtures)
+
+
+def test_threads_host_and_torch_are_conditions_and_recorded_per_row(pareto, ckpt, tmp_path):
+    cfg = small_cfg(pareto, ckpt, tmp_path, limit=1, plots=False, thresholds=[], num_threads=1)
+    root = pareto.main(cfg)
+    rows = list(csv.DictReader(open(root / "summary.csv")))
+    assert rows and all(r["num_threads"] == "1" and r["host"] for r in rows)
+    result = json.loads((root / "summary.json").read_text())["results"]["synthetic"][0]
+    assert {"num_threads", "host", "hardware", "torch"} <= set(result)
+    with pytest.raises(ValueError, match="different conditions.*'num_threads': \\(1, 2\\)"):
+        pareto.main(replace(cfg, num_threads=2))
+
+
+@pytest.mark.parametrize("over, error, match", [
+    (dict(name=".."), ValueError, "plain folder name"),
+    (dict(name=None, model=".."), ValueError, "plain folder name"),
+    (dict(output_dir="FILE"), NotADirectoryError, "FILE is a file"),
+    (dict(output_dir="FILE/below"), NotADirectoryError, "is a file"),
+    (dict(num_threads=-1), ValueError, "num_threads"),
+])
+def test_bad_outputs_fail_before_any_loading(pareto, tmp_path, monkeypatch, over, error, match):
+    monkeypatch.setattr(pareto, "load_model", lambda *a, **k: (_ for _ in ()).throw(AssertionError("loaded")))
+    (tmp_path / "FILE").write_text("")
+    if "output_dir" in over:
+        over = over | {"output_dir": str(tmp_path / over["output_dir"])}
+    with pytest.raises(error, match=match):
+        pareto.main(small_cfg(pareto, tmp_path / "ckpt", tmp_path, **over))
+
+
+def test_the_command_line_takes_config_files_both_ways_and_reports_bad_values(pareto, tmp_path, capsys):
+    config = tmp_path / "sweep.yaml"
+    config.write_text("limit: 3\ntasks: [synthetic]\n")
+    for argv in (["--config", str(config)], [f"--config={config}"]):
+        cfg = parse_config(pareto.ParetoConfig, [*argv, "--batch-size", "2"], check=pareto.check_config)
+        assert (cfg.limit, cfg.tasks, cfg.batch_size) == (3, ["synthetic"], 2)
+    with pytest.raises(SystemExit) as exit_:
+        parse_config(pareto.ParetoConfig, ["--name", ".."], check=pareto.check_config)
+    assert exit_.value.code == 2 and "plain folder name" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        parse_config(pareto.ParetoConfig, ["--config", str(tmp_path / "missing.yaml")])
+    assert "no such file" in capsys.readouterr().err
