@@ -1,6 +1,6 @@
 """Online self-distillation of a causal LM into a multi-token predictor (METHOD.md sections 1-4).
 
-Launch (the YAML gives every field of :class:`selfdistill.train.trainer.DistillConfig`; CLI flags override it;
+Launch (the YAML gives every field of :class:`selfdistill.train.config.DistillConfig`; CLI flags override it;
 with no ``--config`` the CPU demo ``configs/tiny.yaml`` is used)::
 
     python scripts/online_distill.py                                   # tiny teacher, synthetic data, CPU
@@ -31,7 +31,8 @@ import time
 from pathlib import Path
 
 from selfdistill.train.run_dir import RESOLVED_CONFIG, RUN_RECORD
-from selfdistill.train.trainer import DistillConfig, run_distillation
+from selfdistill.train.config import DistillConfig
+from selfdistill.train.run import run_distillation
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "tiny.yaml"
 

@@ -26,9 +26,9 @@ _EXPORTS = {
     "MTPOutput": "selfdistill.decode.decoder",
     "DecodeSetting": "selfdistill.eval.evaluation",
     "evaluate": "selfdistill.eval.evaluation",
-    "DistillConfig": "selfdistill.train.trainer",
+    "DistillConfig": "selfdistill.train.config",
     "DistillTrainer": "selfdistill.train.trainer",
-    "run_distillation": "selfdistill.train.trainer",
+    "run_distillation": "selfdistill.train.run",
 }
 
 __all__ = ["__version__", *_EXPORTS]

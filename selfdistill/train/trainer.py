@@ -1,170 +1,43 @@
-"""Online self-distillation with ``transformers.Trainer``: :class:`DistillConfig` and :class:`DistillTrainer`.
+"""Online self-distillation with ``transformers.Trainer``: :class:`DistillTrainer`.
 
 The trainer overrides only :meth:`DistillTrainer.compute_loss` (the two-pass step of
-:func:`selfdistill.train.distill_step.distill_step`) and :meth:`DistillTrainer.log` (MTP metrics); optimisation,
-mixed precision, DDP/FSDP/DeepSpeed, checkpointing (safetensors) and ``resume_from_checkpoint`` are Trainer's own.
-
-Per optimizer step, ``k ~ UniformInt[k_min, k_max]`` and the offset ``o ~ UniformInt[0, P-1]`` are drawn from a
-generator seeded by ``(seed, global_step, micro_step[, rank])``: every rank agrees (unless ``k_sampling:
-per_rank``) and a resumed run draws exactly what the uninterrupted run drew, with no hidden RNG state.
+:func:`selfdistill.train.distill_step.distill_step`), :meth:`DistillTrainer.log` (MTP metrics), the guards that
+stop a diverging run, and, for gated LoRA, saving and resuming the adapter alone; optimisation, mixed precision,
+DDP/FSDP/DeepSpeed, checkpointing (safetensors) and ``resume_from_checkpoint`` are Trainer's own.
 
 The teacher is a frozen copy of the student's initial weights (after the mask token was added), in ``eval()``
 mode, ``requires_grad_(False)``, never given to the optimizer, and put on the right device: a plain device copy
 under DDP/single device, wrapped with the accelerator's FSDP/DeepSpeed settings otherwise (a teacher left on
-CPU, or unsharded beside a sharded student, is the classic FSDP pitfall).
+CPU, or unsharded beside a sharded student, is the classic FSDP pitfall). With ``adapter: gated_lora`` the teacher
+is the student itself with its adapters off (:class:`selfdistill.models.gated_lora.BaseModelView`).
 """
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import functools
 import json
 import logging
-import math
 import os
 import time
-from dataclasses import dataclass, field, fields
 
-import numpy as np
 import torch
-from transformers import Trainer, TrainerCallback, TrainingArguments
+from transformers import Trainer, TrainerCallback
 
-from selfdistill.train.distill_step import distill_step
-from selfdistill.train.layout import build_layout, num_source_tokens_needed, region_geometry
-from selfdistill.train.losses import LOSS_MODES
-from selfdistill.models.gated_lora import (DEFAULT_TARGETS, WEIGHTS_FILE, BaseModelView, GatedLoRAConfig, gated_state,
-                                          load_adapter_tensors, pop_new_rows, save_gated_lora)
-from selfdistill.models.loader import DTYPES, resolve_dtype
+from selfdistill.models.gated_lora import (WEIGHTS_FILE, BaseModelView, gated_state, load_adapter_tensors,
+                                          pop_new_rows, save_gated_lora)
+from selfdistill.models.loader import resolve_dtype
 from selfdistill.models.mask_token import mask_token_id_from
+from selfdistill.train.config import DistillConfig, sample_chunk_and_offset
+from selfdistill.train.distill_step import distill_step
 from selfdistill.train.guards import check_loss_items, check_step_finite
-from selfdistill.train.run_dir import METRICS_FILE, ConfigInCheckpointCallback, prepare_output_dir
+from selfdistill.train.layout import build_layout
+from selfdistill.train.run_dir import METRICS_FILE, ConfigInCheckpointCallback
 
 logger = logging.getLogger(__name__)
 
-K_SAMPLING = ("shared", "per_rank")
-ADAPTERS = ("none", "gated_lora")
-ATTN_IMPLEMENTATIONS = ("sdpa", "eager")
 #: Layouts are immutable and there are at most (k_max - k_min + 1) * P of them: build each once per process.
 cached_layout = functools.lru_cache(maxsize=4096)(build_layout)
-
-
-@dataclass(kw_only=True)
-class DistillConfig(TrainingArguments):
-    """``TrainingArguments`` plus the multi-token-prediction distillation fields (METHOD.md sections 2-4)."""
-
-    model_name_or_path: str = field(default="tiny-teacher", metadata={
-        "help": "HF model id or local path; 'tiny-teacher' is the checkpoint shipped in the package."})
-    dataset: str = field(default="synthetic", metadata={
-        "help": "'synthetic', 'metamathqa[:path-or-hub-id]', 'gsm8k[:path]' or a local file in the normalised schema."})
-    validation_fraction: float = field(default=0.01, metadata={"help": "Held-out fraction of seed-question groups."})
-    synthetic_rows_per_subtask: int = field(default=500, metadata={"help": "Rows per synthetic subtask."})
-    max_eval_windows: int | None = field(default=256, metadata={"help": "Cap on evaluation windows (None: all)."})
-    k_min: int = field(default=2, metadata={"help": "Smallest chunk size k drawn per step."})
-    k_max: int = field(default=16, metadata={"help": "Largest chunk size k drawn per step."})
-    num_regions: int = field(default=5, metadata={"help": "M, masked regions per sequence."})
-    seq_len: int = field(default=160, metadata={"help": "S, slots per packed sequence (multiple of num_regions)."})
-    loss_mode: str = field(default="hard_ce", metadata={"help": f"One of {LOSS_MODES}."})
-    ntp_weight: float = field(default=0.0, metadata={"help": "Weight of the prefix next-token CE on real slots."})
-    entropy_beta: float = field(default=0.0, metadata={"help": "Weight of the student-entropy penalty."})
-    random_offset: bool = field(default=True, metadata={"help": "Shift the layout by a random offset each step."})
-    k_sampling: str = field(default="shared", metadata={"help": f"One of {K_SAMPLING}: one k for all ranks or one each."})
-    eval_k: int | None = field(default=None, metadata={"help": "Fixed k for evaluation (default k_max), offset 0."})
-    model_dtype: str = field(default="float32", metadata={
-        "help": f"Student weight dtype, one of {tuple(DTYPES)}; use bf16: true for mixed precision."})
-    teacher_dtype: str = field(default="auto", metadata={"help": f"Teacher dtype, one of {tuple(DTYPES)} (auto: student's)."})
-    attn_implementation: str = field(default="sdpa", metadata={"help": f"One of {ATTN_IMPLEMENTATIONS}."})
-    chat_template: bool = field(default=False, metadata={"help": "Wrap prompts in the tokenizer's chat template."})
-    completion_only_loss: bool = field(default=False, metadata={
-        "help": "Only regions whose first target is on a row's target side count (as SFT's completion-only loss); "
-                "for teachers that never learnt to model prompts. Off: every region (METHOD.md)."})
-    packing: bool = field(default=False, metadata={
-        "help": "Concatenate rows (EOS-separated) into full windows; off: one row per window, regions after its EOS pruned."})
-    num_reserved_mask_tokens: int = field(default=32, metadata={"help": "Mask ids reserved (the first is used)."})
-    pad_vocab_to_multiple_of: int | None = field(default=None, metadata={"help": "Pad the resized vocab (authors: 128)."})
-    adapter: str = field(default="none", metadata={
-        "help": f"One of {ADAPTERS}: 'none' fine-tunes every weight against a frozen copy; 'gated_lora' freezes the "
-                "base, adds adapters active only at mask tokens, and the teacher is the same weights, adapters off."})
-    lora_rank: int = field(default=32, metadata={"help": "Gated LoRA rank r."})
-    lora_alpha: float = field(default=64.0, metadata={"help": "Gated LoRA alpha (scale alpha / r)."})
-    lora_targets: list[str] = field(default_factory=lambda: list(DEFAULT_TARGETS), metadata={
-        "help": "Linear layers to adapt, by module name."})
-    lora_dropout: float = field(default=0.0, metadata={"help": "Dropout on the adapters' input."})
-    overwrite_output_dir: bool = field(default=False, metadata={
-        "help": "Start afresh in a used output_dir, deleting its checkpoints and metrics; without it (and without "
-                "resume_from_checkpoint) a used output_dir is refused."})
-    # Trainer defaults that do not fit this trainer: the batch has no columns the model's forward takes by name.
-    remove_unused_columns: bool = field(default=False, metadata={"help": "Must stay False (raw windows + valid)."})
-    logging_nan_inf_filter: bool = field(default=False, metadata={
-        "help": "Must stay False: a non-finite loss stops the run (TrainingDivergedError), it is never logged as 0."})
-
-    def __post_init__(self):
-        self.validate_distill_fields()
-        super().__post_init__()
-
-    def validate_distill_fields(self) -> None:
-        """Fail fast, before any model is loaded, on settings that cannot work together."""
-        not_finite = {f.name: value for f in fields(self)
-                      if isinstance(value := getattr(self, f.name), float) and not math.isfinite(value)}
-        if not_finite:
-            raise ValueError(f"these settings must be finite numbers: {not_finite}")
-        if not 1 <= self.k_min <= self.k_max:
-            raise ValueError(f"need 1 <= k_min <= k_max, got k_min={self.k_min}, k_max={self.k_max}")
-        try:
-            region_geometry(self.seq_len, self.k_max, self.num_regions)
-        except ValueError as err:
-            raise ValueError(f"seq_len/num_regions cannot fit k_max={self.k_max}: {err}") from None
-        if self.eval_k is not None and not 1 <= self.eval_k <= self.k_max:
-            raise ValueError(f"eval_k must be in [1, k_max={self.k_max}], got {self.eval_k}")
-        for name, value, allowed in (("loss_mode", self.loss_mode, LOSS_MODES),
-                                     ("k_sampling", self.k_sampling, K_SAMPLING),
-                                     ("model_dtype", self.model_dtype, tuple(DTYPES)),
-                                     ("teacher_dtype", self.teacher_dtype, tuple(DTYPES)),
-                                     ("attn_implementation", self.attn_implementation, ATTN_IMPLEMENTATIONS)):
-            if value not in allowed:
-                raise ValueError(f"{name}={value!r} is not one of {allowed}")
-        if self.ntp_weight < 0 or self.entropy_beta < 0:
-            raise ValueError(f"ntp_weight and entropy_beta must be >= 0, got {self.ntp_weight}, {self.entropy_beta}")
-        if self.remove_unused_columns:
-            raise ValueError("remove_unused_columns must be False: the trainer reads 'input_ids' and 'valid' itself")
-        if self.adapter not in ADAPTERS:
-            raise ValueError(f"adapter={self.adapter!r} is not one of {ADAPTERS}")
-        if self.adapter == "gated_lora":
-            self.gated_lora_config()  # validates rank, alpha, targets, dropout
-            if self.k_min < 2 or self.ntp_weight > 0:
-                raise ValueError("adapter gated_lora trains only what mask tokens compute: every real position is the "
-                                 "frozen base model, so k_min must be >= 2 (k=1 feeds no mask) and ntp_weight 0 (got "
-                                 f"k_min={self.k_min}, ntp_weight={self.ntp_weight})")
-        if self.logging_nan_inf_filter:
-            raise ValueError("logging_nan_inf_filter must be False: a non-finite loss stops the run instead of being "
-                             "hidden in the logged average")
-        if not 0.0 < self.validation_fraction < 1.0:
-            raise ValueError(f"validation_fraction must be in (0, 1), got {self.validation_fraction}")
-        if self.synthetic_rows_per_subtask < 1 or (self.max_eval_windows is not None and self.max_eval_windows < 1):
-            raise ValueError(f"synthetic_rows_per_subtask and max_eval_windows must be >= 1, got "
-                             f"{self.synthetic_rows_per_subtask}, {self.max_eval_windows}")
-        if self.num_reserved_mask_tokens < 1:
-            raise ValueError(f"num_reserved_mask_tokens must be >= 1, got {self.num_reserved_mask_tokens}")
-
-    def gated_lora_config(self) -> GatedLoRAConfig:
-        return GatedLoRAConfig(rank=self.lora_rank, alpha=self.lora_alpha, targets=tuple(self.lora_targets),
-                               dropout=self.lora_dropout)
-
-    @property
-    def window_tokens(self) -> int:
-        """Raw tokens per data window: enough for the smallest k at offset 0."""
-        return num_source_tokens_needed(self.seq_len, self.k_min, self.num_regions)
-
-
-def sample_chunk_and_offset(cfg: DistillConfig, *, step: int, micro_step: int = 0, rank: int = 0
-                            ) -> tuple[int, int]:
-    """``(k, offset)`` for one micro-batch, a pure function of ``(seed, step, micro_step, rank if per_rank)``."""
-    rank_key = rank if cfg.k_sampling == "per_rank" else 0
-    state = np.random.SeedSequence([cfg.seed, step, micro_step, rank_key]).generate_state(2)
-    k = cfg.k_min + int(state[0]) % (cfg.k_max - cfg.k_min + 1)
-    _, p = region_geometry(cfg.seq_len, k, cfg.num_regions)
-    offset = int(state[1]) % p if cfg.random_offset else 0
-    return k, offset
 
 
 def frozen_teacher(model, *, dtype: torch.dtype | None = None):
@@ -385,127 +258,3 @@ class DistillTrainer(Trainer):
         elif any(key.startswith("eval_") for key in logs):
             logs.update(self._flush("eval", prefix="eval_"))
         super().log(logs, start_time)
-
-
-# ---------------------------------------------------------------------- building a run from a config
-def load_student(cfg: DistillConfig):
-    """``(model, tokenizer)`` from ``cfg.model_name_or_path`` with the ``<mtp>`` mask token added (seeded init)."""
-    from selfdistill.models.loader import load_model
-
-    model, tokenizer = load_model(cfg.model_name_or_path, dtype=cfg.model_dtype,
-                                  attn_implementation=cfg.attn_implementation)
-    return prepare_student(cfg, model, tokenizer)
-
-
-@contextlib.contextmanager
-def _whole_weights_unless_zero3_init(cfg: DistillConfig):
-    """Load (and resize) the student with whole weights when DeepSpeed ZeRO-3 runs with ``zero3_init_flag: false``.
-
-    TrainingArguments registers accelerate's DeepSpeed config with transformers whatever ``zero3_init_flag`` says,
-    so ``from_pretrained`` would partition the student under ``deepspeed.zero.Init``; the teacher, a deep copy of
-    the student, would then copy empty ZeRO-3 shards and fail in its first forward.
-    """
-    from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled, unset_hf_deepspeed_config
-
-    plugin = getattr(cfg, "deepspeed_plugin", None)
-    if plugin is None or plugin.is_zero3_init_enabled() or not is_deepspeed_zero3_enabled():
-        yield
-        return
-    unset_hf_deepspeed_config()
-    try:
-        yield
-    finally:
-        plugin.set_deepspeed_weakref()  # Trainer needs it back (engine setup, ZeRO-3 saving)
-
-
-def prepare_student(cfg: DistillConfig, model, tokenizer):
-    """Give ``tokenizer`` a pad token if it lacks one, add the mask token (the new embedding rows are drawn under
-    ``cfg.seed`` so a resumed run rebuilds the very same teacher) and, with ``adapter: gated_lora``, the adapters."""
-    from transformers import set_seed
-
-    from selfdistill.models.mask_token import add_mask_token
-
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    set_seed(cfg.seed)
-    base_vocab = model.get_input_embeddings().weight.shape[0]
-    mask_id = add_mask_token(model, tokenizer, num_reserved=cfg.num_reserved_mask_tokens,
-                             pad_to_multiple_of=cfg.pad_vocab_to_multiple_of)
-    model.config._attn_implementation = cfg.attn_implementation
-    if cfg.adapter == "gated_lora":
-        from selfdistill.models.gated_lora import apply_gated_lora
-
-        apply_gated_lora(model, cfg.gated_lora_config(), mask_token_id=mask_id, base_vocab_size=base_vocab)
-    return model, tokenizer
-
-
-def load_splits(cfg: DistillConfig) -> dict:
-    """``{"train": rows, "validation": rows or None}`` of ``cfg.dataset`` in the normalised schema, read before
-    any model loads: a missing, empty or malformed file or a bad split fails in seconds, not after the load."""
-    from selfdistill.train.data import load_rows
-
-    def rows(split):
-        found = load_rows(cfg.dataset, split=split, seed=cfg.seed, validation_fraction=cfg.validation_fraction,
-                          synthetic_rows_per_subtask=cfg.synthetic_rows_per_subtask)
-        if not len(found):
-            raise ValueError(f"dataset {cfg.dataset!r} has no {split} rows")
-        return found
-
-    return {"train": rows("train"), "validation": rows("validation") if cfg.eval_strategy != "no" else None}
-
-
-def build_datasets(cfg: DistillConfig, tokenizer, rows: dict | None = None):
-    """``(train, eval or None)`` windows of ``cfg.window_tokens`` raw tokens from ``rows`` (default:
-    :func:`load_splits`)."""
-    from selfdistill.train.data import training_windows
-
-    rows = load_splits(cfg) if rows is None else rows
-
-    def windows(split):
-        ds = training_windows(rows[split], tokenizer, window=cfg.window_tokens, packing=cfg.packing,
-                              chat_template=cfg.chat_template)
-        if split == "validation" and cfg.max_eval_windows is not None:
-            ds = ds.select(range(min(len(ds), cfg.max_eval_windows)))
-        return ds
-
-    return windows("train"), windows("validation") if rows["validation"] is not None else None
-
-
-def run_distillation(cfg: DistillConfig, *, model=None, tokenizer=None, train_dataset=None, eval_dataset=None
-                     ) -> DistillTrainer:
-    """Build (or take) student, tokenizer and data, train (resuming if asked) and save the final checkpoint.
-
-    Before anything loads, :func:`selfdistill.train.run_dir.prepare_output_dir` refuses a used ``output_dir``
-    (unless resuming or ``overwrite_output_dir``) and a resume with changed settings, and writes the config.
-
-    The saved checkpoint is an ordinary HF one: the student, the tokenizer with ``<mtp>``, and
-    ``mtp_mask_token_id`` in ``config.json`` and ``generation_config.json``.
-    """
-    prepare_output_dir(cfg)  # one run per folder; resume checked, tidied; distill_config.yaml written
-    if "wandb" in (cfg.report_to or []):
-        os.environ.setdefault("WANDB_MODE", "offline")
-        os.environ.setdefault("WANDB_DIR", cfg.output_dir)
-    if model is not None and tokenizer is None:
-        raise ValueError("pass the tokenizer together with the model")
-    if model is None:
-        from selfdistill.models.loader import resolve_model_path
-
-        resolve_model_path(cfg.model_name_or_path)  # a missing checkpoint fails now, before the data is read
-    rows = load_splits(cfg) if train_dataset is None else None  # before the model: bad data fails in seconds
-    with _whole_weights_unless_zero3_init(cfg):  # the teacher is a deep copy of the whole student
-        if model is None:
-            model, tokenizer = load_student(cfg)
-        else:
-            model, tokenizer = prepare_student(cfg, model, tokenizer)
-    if train_dataset is None:
-        train_dataset, built_eval = build_datasets(cfg, tokenizer, rows)
-        eval_dataset = eval_dataset if eval_dataset is not None else built_eval
-    trainer = DistillTrainer(model, cfg, train_dataset=train_dataset, eval_dataset=eval_dataset,
-                             processing_class=tokenizer)
-    trainer.train(resume_from_checkpoint=cfg.resume_from_checkpoint)
-    if trainer.is_fsdp_enabled:
-        # Trainer.save_model writes nothing under FSDP's SHARDED_STATE_DICT (what the intermediate checkpoints use,
-        # and what configs/accelerate/fsdp_multi_gpu.yaml sets): gather a full one for the final HF checkpoint.
-        trainer.accelerator.state.fsdp_plugin.set_state_dict_type("FULL_STATE_DICT")
-    trainer.save_model(cfg.output_dir)
-    return trainer

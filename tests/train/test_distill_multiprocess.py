@@ -56,7 +56,7 @@ def run_worker(out_dir: str, per_device_batch: int, mode: str) -> None:
         sys.exit(3)
     sys.path[:0] = [HERE, TESTS]  # the worker runs outside pytest: its test helpers by path
     from test_distill_trainer import _cfg, _model, _rows, _tokenizer
-    from selfdistill.train.trainer import run_distillation
+    from selfdistill.train.run import run_distillation
     from selfdistill.train.data import training_windows
 
     tokenizer = _tokenizer()

@@ -10,8 +10,9 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig
 
-from selfdistill.train.trainer import (DistillConfig, DistillTrainer, frozen_teacher, run_distillation,
-                                         sample_chunk_and_offset)
+from selfdistill.train.config import DistillConfig, sample_chunk_and_offset
+from selfdistill.train.run import run_distillation
+from selfdistill.train.trainer import DistillTrainer, frozen_teacher
 from selfdistill.models.mask_token import CONFIG_KEY, MASK_TOKEN
 from selfdistill.data.prompts import SCHEMA, render_training_text
 from selfdistill.models.tiny import tiny_model

@@ -15,7 +15,7 @@ from test_distill_trainer import _cfg, _losses, _model, _rows, _tokenizer  # noq
 import copy
 
 from selfdistill.train.data import training_windows
-from selfdistill.train.trainer import run_distillation
+from selfdistill.train.run import run_distillation
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,8 @@ import torch
 from safetensors.torch import load_file
 
 from selfdistill.train.guards import NoLossItemsError, TrainingDivergedError
-from selfdistill.train.trainer import DistillTrainer, prepare_student
+from selfdistill.train.run import prepare_student
+from selfdistill.train.trainer import DistillTrainer
 from selfdistill.train.data import training_windows
 
 from test_distill_trainer import _cfg, _model, _rows, _train

@@ -3,7 +3,7 @@
 import pytest
 
 import selfdistill.models.loader as loader
-from selfdistill.train.trainer import run_distillation
+from selfdistill.train.run import run_distillation
 
 from test_distill_trainer import _cfg, _rows
 
