@@ -218,3 +218,28 @@ class Verify(_Lossless):
 
     def draft_group(self, accepted, fed):
         return torch.where(accepted == fed.draft_len, 0, -1)
+
+
+@register
+class Quadratic(_Lossless):
+    """Lossless quadratic decoding (Apple, arXiv 2507.11851): every provisional token is followed by its own mask
+    group, so whatever prefix is accepted, the group after it holds fresh drafts. A pass feeds about ``k * k``
+    positions instead of ``2k - 1``. Output = greedy ``generate``."""
+
+    name, label, sweep_flag = "quadratic", "quadratic (lossless)", "quadratic"
+    plot_style = dict(color="tab:purple", marker="P", ls="none")
+    bench_points = ({"threshold": 0.9, "k_max": 4}, {"threshold": 0.9, "k_max": 8},
+                    {"threshold": 0.9, "k_max": 4, "mask_margin": 2})
+
+    @property
+    def setting_name(self) -> str:
+        return f"quadratic_kmax{self.k_max}" + ("" if self.mask_margin is None else f"_margin{self.mask_margin}")
+
+    def groups(self, max_drafts):
+        return max_drafts + 1
+
+    def room(self, remaining, drafts):
+        return remaining - 1
+
+    def draft_group(self, accepted, fed):
+        return accepted

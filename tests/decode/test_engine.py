@@ -135,7 +135,7 @@ def test_one_threshold_validation_everywhere(bad):
 
 def test_registry_declares_every_strategy():
     names = strategy_names()
-    assert names[:5] == ("generate", "generate_cb", "static", "conf_adapt", "verify")
+    assert names[:6] == ("generate", "generate_cb", "static", "conf_adapt", "verify", "quadratic")
     for name in names:
         unit = strategy_class(name)()
         assert unit.label and unit.plot_style and unit.setting_name
@@ -153,3 +153,17 @@ def test_registry_declares_every_strategy():
     with pytest.raises(AttributeError):
         make_strategy("static").k = 2
     assert make_strategy("static", k=2) == make_strategy("static", k=2) != make_strategy("static", k=3)
+    assert make_strategy("quadratic", k_max=4).lossless and make_strategy("quadratic").groups(3) == 4
+
+
+def test_sweep_reads_the_registry():
+    from selfdistill.eval.sweep import SweepGrid, sweep_settings, sweep_strategies
+
+    assert "quadratic" in sweep_strategies() and "generate_cb" not in sweep_strategies()
+    grid = SweepGrid(static_k=(2,), thresholds=(0.9,), k_max=4)
+    assert [s.name for s in sweep_settings(grid=grid)] == ["generate", "static_k2", "conf_adapt_0.9_kmax4",
+                                                           "verify_kmax4"]
+    assert [s.name for s in sweep_settings(["quadratic", "verify"], grid=grid)] == ["verify_kmax4",
+                                                                                    "quadratic_kmax4"]
+    with pytest.raises(ValueError, match="unknown sweep strategies"):
+        sweep_settings(["generate_cb"], grid=grid)
