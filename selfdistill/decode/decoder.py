@@ -71,8 +71,8 @@ def mtp_generate(model, input_ids, attention_mask=None, *, mask_token_id: int | 
         strategy: ``"static"`` | ``"conf_adapt"`` | ``"verify"`` | ``"quadratic"``.
         k: tokens per pass for ``static`` (default 1).
         k_max: prediction positions per pass for the others (``k_max - 1`` masks; default 16).
-        threshold: ConfAdapt tau (default 0.9); for ``verify``/``quadratic`` the confidence a mask prediction
-            needs to become a draft (default 0: every mask prediction is drafted). Finite and >= 0.
+        threshold: ConfAdapt tau; for ``verify``/``quadratic`` the confidence a mask prediction needs to become a
+            draft (0: every mask prediction is drafted). Default 0.9; finite and >= 0.
         max_new_tokens: hard cap on generated tokens per row.
         eos_token_id: int or list; defaults to the model's generation config / config eos.
         stop_strings: str or list; the row stops once its decoded text contains one (needs ``tokenizer``).

@@ -164,10 +164,8 @@ class _Lossless(_EngineStrategy):
     one mask group's predictions (:meth:`draft_group`)."""
 
     lossless = True
-    options = (Option("threshold", 0.0, threshold_value, "confidence a mask prediction needs to become a draft"),
+    options = (Option("threshold", 0.9, threshold_value, "confidence a mask prediction needs to become a draft"),
                K_MAX, MARGIN)
-    bench_points = ({"threshold": 0.9}, {"threshold": 0.9, "mask_margin": 2})
-
     @property
     def num_masks(self) -> int:
         return self.k_max - 1
@@ -211,6 +209,9 @@ class Verify(_Lossless):
 
     name, label, sweep_flag = "verify", "verify (lossless)", "verify"
     plot_style = dict(color="tab:green", marker="D", ls="none")
+    # k_max 4 and 8: the points quadratic decoding is compared with at equal k_max
+    bench_points = ({"threshold": 0.9}, {"threshold": 0.9, "mask_margin": 2}, {"threshold": 0.9, "k_max": 4},
+                    {"threshold": 0.9, "k_max": 8})
 
     @property
     def setting_name(self) -> str:

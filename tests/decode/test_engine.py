@@ -145,7 +145,7 @@ def test_registry_declares_every_strategy():
     assert make_strategy("static", k=3).setting_name == "static_k3"
     assert make_strategy("conf_adapt", threshold=0.9, mask_margin=2).setting_name == "conf_adapt_0.9_kmax16_margin2"
     assert not make_strategy("static").needs_mask_token and make_strategy("static", k=2).needs_mask_token
-    assert make_strategy("verify").threshold == 0.0 and make_strategy("conf_adapt").threshold == 0.9
+    assert make_strategy("verify").threshold == 0.9 == make_strategy("conf_adapt").threshold
     with pytest.raises(ValueError, match="takes no option k"):
         make_strategy("conf_adapt", k=2)
     with pytest.raises(ValueError, match="unknown strategy"):
@@ -167,3 +167,4 @@ def test_sweep_reads_the_registry():
                                                                                     "quadratic_kmax4"]
     with pytest.raises(ValueError, match="unknown sweep strategies"):
         sweep_settings(["generate_cb"], grid=grid)
+

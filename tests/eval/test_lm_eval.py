@@ -108,3 +108,14 @@ def test_launcher_rejects_bad_metadata_before_loading_anything():
 
     with pytest.raises(SystemExit, match="not valid JSON"):
         main(["--tasks", "sd_synthetic", "--metadata", "{bad"])
+
+
+@pytest.mark.parametrize("bad", ["nan", "-1", "x"])
+def test_lm_eval_model_args_go_through_the_same_validation(bad, monkeypatch):
+    from lm_eval.models.huggingface import HFLM
+
+    from selfdistill.eval.harness import SelfDistillLM
+
+    monkeypatch.setattr(HFLM, "__init__", lambda *a, **k: (_ for _ in ()).throw(AssertionError("loaded")))
+    with pytest.raises(ValueError, match="threshold|not a valid"):
+        SelfDistillLM(pretrained="tiny-student", strategy="conf_adapt", threshold=bad)
