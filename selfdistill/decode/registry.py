@@ -55,7 +55,7 @@ class Strategy:
     Class attributes a subclass sets: ``name`` (registry key), ``label`` (legends), ``plot_style`` (matplotlib
     keywords), ``options``, ``baseline`` (decoded by ``model.generate``, not the engine), ``curve`` (the option
     that orders its points into a curve in plots, if any), ``bench_points`` (option sets the speed benchmark runs),
-    ``sweep_flag`` (the ``scripts/pareto.py`` switch that enables it).
+    ``sweep_flag`` (the ``scripts/pareto.py`` switch that enables it), ``sweep_default`` (in a sweep by default).
     """
 
     name: ClassVar[str]
@@ -67,6 +67,7 @@ class Strategy:
     curve: ClassVar[str | None] = None
     bench_points: ClassVar[tuple[dict, ...]] = ({},)
     sweep_flag: ClassVar[str | None] = None
+    sweep_default: ClassVar[bool] = True
 
     def __init__(self, **values):
         declared = {o.name: o for o in self.options}

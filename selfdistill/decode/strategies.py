@@ -22,6 +22,11 @@ MARGIN = Option("mask_margin", None, optional_margin,
                 "adaptive mask count: masks used last pass + this, at most k_max - 1 (None: always k_max - 1)")
 
 
+def _margin(unit) -> str:
+    """The ``_margin<m>`` suffix of a setting name (empty without ``mask_margin``)."""
+    return "" if unit.mask_margin is None else f"_margin{unit.mask_margin}"
+
+
 def _no_duplicates(what: str, values) -> None:
     if len(set(values)) != len(values):
         raise ValueError(f"duplicate {what}: {list(values)}")
@@ -68,7 +73,11 @@ class GenerateContinuous(Strategy):
 
 
 class _EngineStrategy(Strategy):
-    """Defaults of the strategies the engine decodes: one mask group, non-lossless bookkeeping."""
+    """Defaults of the strategies the engine decodes: ``k_max - 1`` masks in one group, non-lossless bookkeeping."""
+
+    @property
+    def num_masks(self) -> int:
+        return self.k_max - 1
 
     def groups(self, max_drafts: int) -> int:
         """Mask groups of a pass whose rows carry up to ``max_drafts`` drafts."""
@@ -129,13 +138,8 @@ class ConfAdapt(_EngineStrategy):
                     {"threshold": 0.9, "mask_margin": 2}, {"threshold": 0.7, "mask_margin": 2})
 
     @property
-    def num_masks(self) -> int:
-        return self.k_max - 1
-
-    @property
     def setting_name(self) -> str:
-        margin = "" if self.mask_margin is None else f"_margin{self.mask_margin}"
-        return f"conf_adapt_{self.threshold:g}_kmax{self.k_max}{margin}"
+        return f"conf_adapt_{self.threshold:g}_kmax{self.k_max}{_margin(self)}"
 
     def point_label(self) -> str:
         return f"{self.threshold:g}"
@@ -166,10 +170,6 @@ class _Lossless(_EngineStrategy):
     lossless = True
     options = (Option("threshold", 0.9, threshold_value, "confidence a mask prediction needs to become a draft"),
                K_MAX, MARGIN)
-    @property
-    def num_masks(self) -> int:
-        return self.k_max - 1
-
     def used_masks(self, outcome):
         return outcome.drafts
 
@@ -215,7 +215,7 @@ class Verify(_Lossless):
 
     @property
     def setting_name(self) -> str:
-        return f"verify_kmax{self.k_max}" + ("" if self.mask_margin is None else f"_margin{self.mask_margin}")
+        return f"verify_kmax{self.k_max}{_margin(self)}"
 
     def draft_group(self, accepted, fed):
         return torch.where(accepted == fed.draft_len, 0, -1)
@@ -227,14 +227,14 @@ class Quadratic(_Lossless):
     group, so whatever prefix is accepted, the group after it holds fresh drafts. A pass feeds about ``k * k``
     positions instead of ``2k - 1``. Output = greedy ``generate``."""
 
-    name, label, sweep_flag = "quadratic", "quadratic (lossless)", "quadratic"
+    name, label, sweep_flag, sweep_default = "quadratic", "quadratic (lossless)", "quadratic", False
     plot_style = dict(color="tab:purple", marker="P", ls="none")
     bench_points = ({"threshold": 0.9, "k_max": 4}, {"threshold": 0.9, "k_max": 8},
                     {"threshold": 0.9, "k_max": 4, "mask_margin": 2})
 
     @property
     def setting_name(self) -> str:
-        return f"quadratic_kmax{self.k_max}" + ("" if self.mask_margin is None else f"_margin{self.mask_margin}")
+        return f"quadratic_kmax{self.k_max}{_margin(self)}"
 
     def groups(self, max_drafts):
         return max_drafts + 1

@@ -66,9 +66,10 @@ def sweep_settings(strategies: Sequence[str] | None = None, *, grid: SweepGrid =
     ``grid.verify_threshold`` is the confidence a mask prediction needs to become a draft in the lossless modes (0:
     every mask prediction is drafted; the output is plain greedy decoding whatever it is). ``grid.mask_margin``
     gives the adaptive strategies the adaptive mask count of :func:`selfdistill.decode.decoder.mtp_generate`.
-    ``strategies`` default: every sweep strategy but ``quadratic``.
+    ``strategies`` default: the sweep strategies whose ``sweep_default`` is set (all but ``quadratic``).
     """
-    chosen = [n for n in sweep_strategies() if n != "quadratic"] if strategies is None else list(strategies)
+    chosen = ([n for n in sweep_strategies() if strategy_class(n).sweep_default] if strategies is None
+              else list(strategies))
     unknown = sorted(set(chosen) - set(sweep_strategies()))
     if unknown:
         raise ValueError(f"unknown sweep strategies {unknown}; choose from {sweep_strategies()}")
