@@ -1,11 +1,14 @@
 """Decoding speed benchmark: ``model.generate`` (greedy) vs the multi-token decoder, side by side.
 
-Same process, same prompts, same ``max_new_tokens``, each at batch 1 and batch 16: generate greedy, static k=1,
-static k=2/3/4, ConfAdapt 0.99/0.9/0.7 (k_max 16) and lossless verify, ConfAdapt 0.9/0.7 and verify with the
-adaptive mask count (``mask_margin=2``). Prints tokens/s, tokens per forward
-(mean/std over rows), the ratio of tokens/s to ``generate`` at the same batch size, and the share of the decoder's
-wall time spent outside model forwards (Python bookkeeping, cache cropping, acceptance). Each setting is timed
-``--repeats`` times, interleaved with the others, and the fastest run is reported.
+Same process, same prompts, same ``max_new_tokens``, each at batch 1 and batch 16 (``--batch-sizes``): every
+strategy of the registry at its ``bench_points`` (:func:`bench_settings`: ``generate`` greedy in static batches,
+``generate_cb`` = transformers' own continuous batching, static k=1..4, ConfAdapt 0.99/0.9/0.7, verify and quadratic,
+and the adaptive mask count ``mask_margin=2``), all decoded through
+:func:`selfdistill.decode.engine.generate_many` (continuous batching: ``B`` rows in flight, a finished row's slot
+refilled at once), the path the sweep and lm-eval use. Prints tokens/s, tokens per forward (mean/std over rows,
+and pooled), the ratio of tokens/s to ``generate`` and to ``generate_cb`` at the same batch size, and the share of
+the decoder's wall time spent outside model forwards (Python bookkeeping, cache cropping, acceptance). Each
+setting is timed ``--repeats`` times, interleaved with the others, and the fastest run is reported.
 
 Why a decoder can fall short of its tokens per forward: a pass that feeds w tokens (the accepted chunk plus the
 masks) costs more than a one-token pass wherever the hardware is not purely latency-bound. So the script also
@@ -45,21 +48,17 @@ import torch
 
 from selfdistill.models.loader import DTYPES, resolve_device
 
-STRATEGIES = [
-    ("generate", {}),
-    ("static_k1", dict(strategy="static", k=1)),
-    ("static_k2", dict(strategy="static", k=2)),
-    ("static_k3", dict(strategy="static", k=3)),
-    ("static_k4", dict(strategy="static", k=4)),
-    ("conf_0.99", dict(strategy="conf_adapt", k_max=16, threshold=0.99)),
-    ("conf_0.9", dict(strategy="conf_adapt", k_max=16, threshold=0.9)),
-    ("conf_0.7", dict(strategy="conf_adapt", k_max=16, threshold=0.7)),
-    ("verify", dict(strategy="verify", k_max=16, threshold=0.9)),
-    # Adaptive mask count: masks used last pass + 2 (selfdistill.decode.decoder, mask_margin).
-    ("conf_0.9_m2", dict(strategy="conf_adapt", k_max=16, threshold=0.9, mask_margin=2)),
-    ("conf_0.7_m2", dict(strategy="conf_adapt", k_max=16, threshold=0.7, mask_margin=2)),
-    ("verify_m2", dict(strategy="verify", k_max=16, threshold=0.9, mask_margin=2)),
-]
+def bench_settings():
+    """``[(name, strategy)]``: every registered strategy at each of its ``bench_points``, in registry order."""
+    from selfdistill.decode.registry import strategy_class, strategy_names
+
+    units = [strategy_class(n)(**point) for n in strategy_names() for point in strategy_class(n).bench_points]
+    return [(u.setting_name, u) for u in units]
+
+
+#: The baselines of the ratios, always run: plain generate (ratio_to_generate) and static k=1 (the forward ratios).
+BASELINE, FORWARD_BASELINE, CONTINUOUS_BASELINE = "generate", "static_k1", "generate_cb"
+
 
 PROMPT_FIELDS = ("prompt", "text", "question")
 _TEMPLATES = [
@@ -104,9 +103,10 @@ def check_args(cfg: BenchConfig) -> None:
     from selfdistill.cli import check_output_folder
     from selfdistill.models.loader import resolve_model_path
 
-    unknown = set(cfg.only.split(",")) - {n for n, _ in STRATEGIES} if cfg.only else set()
+    names = [n for n, _ in bench_settings()]
+    unknown = set(cfg.only.split(",")) - set(names) if cfg.only else set()
     if unknown:
-        raise ValueError(f"--only: unknown setting(s) {sorted(unknown)}; choose from {[n for n, _ in STRATEGIES]}")
+        raise ValueError(f"--only: unknown setting(s) {sorted(unknown)}; choose from {names}")
     if cfg.random_llama:
         random_llama_shape(cfg.random_llama, vocab_size=cfg.random_vocab)
     elif cfg.model is not None:
@@ -210,78 +210,29 @@ def load_prompts(cfg, tokenizer, vocab_size: int) -> list[list[int]]:
     return [tokenizer(t, add_special_tokens=False).input_ids for t in texts]
 
 
-def _batches(prompts, batch_size):
-    for i in range(0, len(prompts), batch_size):
-        yield prompts[i:i + batch_size]
-
-
-def _left_pad(rows, pad_id, device):
-    width = max(map(len, rows))
-    ids = torch.tensor([[pad_id] * (width - len(r)) + r for r in rows], device=device)
-    mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=device)
-    return ids, mask
-
-
 def _sync(device):
     if torch.device(device).type == "cuda":
         torch.cuda.synchronize()
 
 
-def _eos_ids(model) -> set[int]:
-    from selfdistill.decode.decoder import default_eos_ids
+def bench_one(model, prompts, name, unit, batch_size, max_new_tokens, pad_id, device) -> dict:
+    """One timed decode of all prompts with one setting, ``batch_size`` rows in flight, through the same path as
+    the sweep and lm-eval (:func:`selfdistill.decode.engine.generate_many`)."""
+    from selfdistill.decode.engine import generate_many
 
-    return default_eos_ids(model)
-
-
-def run_generate(model, rows, max_new_tokens, pad_id, device):
-    ids, mask = _left_pad(rows, pad_id, device)
-    eos = _eos_ids(model)
-    out = model.generate(input_ids=ids, attention_mask=mask, do_sample=False, max_new_tokens=max_new_tokens,
-                         pad_token_id=pad_id, eos_token_id=sorted(eos) or None)
-    counts = []
-    for row in out[:, ids.shape[1]:].tolist():
-        n = next((i + 1 for i, t in enumerate(row) if t in eos), len(row))
-        counts.append(n)
-    return counts, counts, {}  # greedy: one forward per token
-
-
-def run_mtp(model, rows, max_new_tokens, pad_id, device, options):
-    from selfdistill.decode.decoder import mtp_generate
-
-    ids, mask = _left_pad(rows, pad_id, device)
-    out = mtp_generate(model, ids, mask, max_new_tokens=max_new_tokens, pad_token_id=pad_id, profile=True, **options)
-    return [len(s) for s in out.sequences], out.forward_passes, out.timings | {"model_calls": out.model_calls}
-
-
-def bench_one(model, prompts, name, options, batch_size, max_new_tokens, pad_id, device) -> dict:
-    """One timed pass over all prompts with one setting."""
-    tokens, passes, forward_s, total_timed, calls = [], [], 0.0, 0.0, 0
     _sync(device)
     start = time.perf_counter()
-    for rows in _batches(prompts, batch_size):
-        if name == "generate":
-            t, p, timing = run_generate(model, rows, max_new_tokens, pad_id, device)
-        else:
-            t, p, timing = run_mtp(model, rows, max_new_tokens, pad_id, device, options)
-        tokens += t
-        passes += p
-        forward_s += timing.get("forward_s", 0.0)
-        total_timed += timing.get("total_s", 0.0)
-        calls += timing.get("model_calls", 0)
+    out = generate_many(model, prompts, unit, batch_size=batch_size, max_new_tokens=max_new_tokens,
+                        pad_token_id=pad_id, profile=not unit.baseline)
     _sync(device)
     seconds = time.perf_counter() - start
-    tpf = [t / p for t, p in zip(tokens, passes)]
-    return {
-        "strategy": name, "batch_size": batch_size, "prompts": len(prompts), "new_tokens": sum(tokens),
-        "seconds": seconds, "tokens_per_second": sum(tokens) / seconds,
-        "tokens_per_forward_mean": statistics.fmean(tpf),
-        "tokens_per_forward_std": statistics.stdev(tpf) if len(tpf) > 1 else 0.0,
-        # What wall time follows: all tokens over all row-passes (the mean of per-row ratios above weighs a short
-        # row that got lucky as much as a long one).
-        "tokens_per_forward_pooled": sum(tokens) / sum(passes),
-        "overhead_share": (total_timed - forward_s) / total_timed if total_timed > 0 else float("nan"),
-        "forward_seconds": forward_s if name != "generate" else float("nan"),
-        "model_calls": calls if name != "generate" else float("nan"),
+    timing = out.timings
+    nan = float("nan")
+    return {"strategy": name, "batch_size": batch_size, "prompts": len(prompts)} | out.speed(seconds=seconds) | {
+        # overhead: the decoder's wall time outside model forwards (bookkeeping, cache ops, acceptance)
+        "overhead_share": (timing["total_s"] - timing["forward_s"]) / timing["total_s"] if timing else nan,
+        "forward_seconds": timing.get("forward_s", nan),
+        "model_calls": out.model_calls if not unit.baseline else nan,
     }
 
 
@@ -305,7 +256,7 @@ def forward_cost(model, *, batch_size: int, context: int, widths=FORWARD_WIDTHS,
     """
     from transformers import DynamicCache
 
-    from selfdistill.decode.decoder import model_pass_mask
+    from selfdistill.decode.blocks import model_pass_mask
 
     vocab = model.get_input_embeddings().weight.shape[0]
     g = torch.Generator().manual_seed(0)
@@ -364,11 +315,11 @@ def main(cfg) -> list[dict]:
     prompts = load_prompts(cfg, tokenizer, vocab)
     pad_id = tokenizer.pad_token_id if tokenizer is not None and tokenizer.pad_token_id is not None else 0
     only = set(cfg.only.split(",")) if cfg.only else None
-    chosen = [(n, o) for n, o in STRATEGIES if only is None or n in only or n in ("generate", "static_k1")]
+    chosen = [(n, u) for n, u in bench_settings() if only is None or n in only or n in (BASELINE, FORWARD_BASELINE)]
 
     # Warm-up (allocator, kernels, lazy imports) so the first measured row is not penalised.
-    for name, options in chosen:
-        bench_one(model, prompts[:1], name, options, 1, 4, pad_id, cfg.device)
+    for name, unit in chosen:
+        bench_one(model, prompts[:1], name, unit, 1, 4, pad_id, cfg.device)
 
     results, costs = [], []
     with torch.no_grad():
@@ -376,31 +327,36 @@ def main(cfg) -> list[dict]:
             # Repeats are interleaved across settings so slow phases of a shared machine hit all of them.
             best: dict[str, dict] = {}
             for _ in range(max(1, cfg.repeats)):
-                for name, options in chosen:
-                    row = bench_one(model, prompts, name, options, bs, cfg.max_new_tokens, pad_id, cfg.device)
+                for name, unit in chosen:
+                    row = bench_one(model, prompts, name, unit, bs, cfg.max_new_tokens, pad_id, cfg.device)
                     if name not in best or row["seconds"] < best[name]["seconds"]:
                         best[name] = row
-            base = best["generate"]["tokens_per_second"]
-            k1 = best["static_k1"]  # always run: the baseline of the forward ratios
-            for name, _ in chosen:
+            base = best[BASELINE]["tokens_per_second"]
+            k1 = best[FORWARD_BASELINE]  # always run: the baseline of the forward ratios
+            cb = best.get(CONTINUOUS_BASELINE)
+            for name, unit in chosen:
                 row = best[name]
                 row["ratio_to_generate"] = row["tokens_per_second"] / base
+                # transformers' own continuous batching at the same batch size, when it ran (--only generate_cb)
+                row["ratio_to_generate_cb"] = row["tokens_per_second"] / cb["tokens_per_second"] if cb else float("nan")
                 # Tokens per second of forward time, relative to static k=1: the decoder's bookkeeping removed.
                 row["forward_only_ratio"] = (row["new_tokens"] / row["forward_seconds"]
                                              / (k1["new_tokens"] / k1["forward_seconds"])
-                                             if name != "generate" else float("nan"))
+                                             if not unit.baseline else float("nan"))
                 # Forward time per batched model call relative to static k=1's (prefill included): what a
                 # multi-token pass costs on this hardware. A zero-overhead decoder's speedup is pooled tokens per
                 # forward / this; speedup_per_tpf is the share of tokens per forward that turned into speed.
                 row["pass_cost_ratio"] = (row["forward_seconds"] / row["model_calls"]
                                           / (k1["forward_seconds"] / k1["model_calls"])
-                                          if name != "generate" else float("nan"))
+                                          if not unit.baseline else float("nan"))
                 row["speedup_per_tpf"] = row["ratio_to_generate"] / row["tokens_per_forward_pooled"]
                 row["repeats"] = cfg.repeats
                 results.append(row)
-                print(f"bs={bs:<3d} {name:<11s} tok/s={row['tokens_per_second']:9.1f} "
+                print(f"bs={bs:<3d} {name:<28s} tok/s={row['tokens_per_second']:9.1f} "
                       f"tpf={row['tokens_per_forward_mean']:5.2f}±{row['tokens_per_forward_std']:.2f} "
-                      f"x{row['ratio_to_generate']:.2f} vs generate  overhead={row['overhead_share']:.0%}  "
+                      f"pooled {row['tokens_per_forward_pooled']:5.2f} "
+                      f"x{row['ratio_to_generate']:.2f} vs generate x{row['ratio_to_generate_cb']:.2f} vs generate_cb "
+                      f"overhead={row['overhead_share']:.0%}  "
                       f"forward-only x{row['forward_only_ratio']:.2f} vs k=1  "
                       f"pass cost x{row['pass_cost_ratio']:.2f}  speedup/tpf {row['speedup_per_tpf']:.2f}", flush=True)
             if cfg.forward_cost_repeats > 0:

@@ -47,9 +47,11 @@ class ParetoConfig:
     static: bool = field(default=True, metadata={"help": "include the static k settings (--static_k)"})
     conf_adapt: bool = field(default=True, metadata={"help": "include the ConfAdapt settings (--thresholds)"})
     verify: bool = field(default=True, metadata={"help": "include the lossless verify mode"})
-    verify_threshold: float = field(default=0.0, metadata={"help": "draft confidence threshold of verify"})
+    quadratic: bool = field(default=False, metadata={"help": "include lossless quadratic decoding (k_max^2 per pass)"})
+    verify_threshold: float = field(default=0.0, metadata={
+        "help": "draft confidence threshold of verify and quadratic"})
     mask_margin: int | None = field(default=None, metadata={
-        "help": "adaptive mask count for ConfAdapt/verify: masks used last pass + this (default: k_max - 1 always)"})
+        "help": "adaptive mask count for ConfAdapt/verify/quadratic: masks used last pass + this (default: k_max - 1)"})
     generate_baseline: bool = field(default=True, metadata={"help": "include plain model.generate"})
     add_mask_token: bool = field(default=False, metadata={
         "help": "give a model without <mtp> an untrained one (step-0 baseline) instead of refusing"})
@@ -128,12 +130,13 @@ def measured_on(num_threads: int) -> dict:
 
 
 def settings(cfg: ParetoConfig):
-    from selfdistill.eval.sweep import sweep_settings
+    """The grid: every registered sweep strategy whose switch (its ``sweep_flag``, a field above) is on."""
+    from selfdistill.decode.registry import strategy_class
+    from selfdistill.eval.sweep import SweepGrid, sweep_settings, sweep_strategies
 
-    return sweep_settings(generate=cfg.generate_baseline, static_k=cfg.static_k if cfg.static else (),
-                          thresholds=cfg.thresholds if cfg.conf_adapt else (),
-                          k_max=cfg.k_max, verify=cfg.verify, verify_threshold=cfg.verify_threshold,
-                          mask_margin=cfg.mask_margin)
+    chosen = [n for n in sweep_strategies() if getattr(cfg, strategy_class(n).sweep_flag)]
+    return sweep_settings(chosen, grid=SweepGrid(static_k=cfg.static_k, thresholds=cfg.thresholds, k_max=cfg.k_max,
+                                                 verify_threshold=cfg.verify_threshold, mask_margin=cfg.mask_margin))
 
 
 def resolve_model(name: str) -> str:
@@ -185,12 +188,10 @@ def load_model(path: str, cfg: ParetoConfig, *, add_mask: bool):
 def main(cfg: ParetoConfig) -> Path:
     """Run the sweep (skipping finished pairs), then write the reports. Returns ``results/<name>``."""
     import torch
-    from tqdm.auto import tqdm
 
-    from selfdistill.eval.evaluation import evaluate
-    from selfdistill.provenance import provenance
-    from selfdistill.eval.sweep import SweepStore, by_subtask, needs_mask_token, write_reports
+    from selfdistill.eval.sweep import SweepStore, needs_mask_token, run_sweep, write_reports
     from selfdistill.eval.task_suites import suite_rows
+    from selfdistill.provenance import provenance
 
     check_config(cfg)
     grid = settings(cfg)
@@ -214,33 +215,12 @@ def main(cfg: ParetoConfig) -> Path:
                                gzip_samples=cfg.gzip_samples == "yes" or (cfg.gzip_samples == "auto"
                                                                           and len(rows[task]) > 100))
               for task in cfg.tasks}
-    done = {(task, s.name): stores[task].load(task, s) for task in cfg.tasks for s in grid}
-    todo = [(task, s) for task in cfg.tasks for s in grid if done[(task, s.name)] is None]
-    print(f"sweep {root}: {len(grid)} settings x {len(cfg.tasks)} tasks "
-          f"({', '.join(f'{t}: {len(r)} rows' for t, r in rows.items())}); {len(done) - len(todo)} done, "
-          f"{len(todo)} to run")
-
     started = time.time()
     run_provenance = provenance()  # now: the run files this sweep writes into the tree would make it "+dirty" later
-    if todo:
-        model, tokenizer = load_model(model_path, cfg, add_mask=cfg.add_mask_token)
-        # Warm-up (lazy init, allocator, kernels) so the first setting's tokens/s is not charged for it.
-        for s in {s.strategy: s for s in grid}.values():
-            evaluate(model, tokenizer, rows[todo[0][0]][:1], s, batch_size=1, max_new_tokens=4,
-                     style=cfg.prompt_style, chat=cfg.chat_template)
-        for task, setting in tqdm(todo, desc="sweep", disable=not cfg.progress):
-            torch.manual_seed(cfg.seed)
-            records, summary = evaluate(model, tokenizer, rows[task], setting, batch_size=cfg.batch_size,
-                                        max_new_tokens=cfg.max_new_tokens, style=cfg.prompt_style,
-                                        chat=cfg.chat_template, progress=cfg.progress)
-            summary["by_subtask"] = by_subtask(records)
-            summary |= machine  # per row: a resumed sweep's rows need not share one machine's threads
-            stores[task].save(task, setting, records, summary)
-            done[(task, setting.name)] = summary
-            tqdm.write(f"{task:>12} {setting.name:<28} acc {summary['accuracy']:.3f} "
-                       f"tok/fwd {summary['tokens_per_forward_mean']:.2f} tok/s {summary['tokens_per_second']:.1f}")
-
-    summaries = {task: [done[(task, s.name)] for s in grid] for task in cfg.tasks}
+    print(f"sweep {root}")
+    summaries = run_sweep(stores, rows, grid, lambda: load_model(model_path, cfg, add_mask=cfg.add_mask_token),
+                          batch_size=cfg.batch_size, max_new_tokens=cfg.max_new_tokens, style=cfg.prompt_style,
+                          chat=cfg.chat_template, seed=cfg.seed, progress=cfg.progress, record=machine)
     meta = {"provenance": run_provenance, "config": asdict(cfg), "sweep_seconds_this_run": time.time() - started,
             "rows": {task: len(r) for task, r in rows.items()}}
     written = write_reports(root, summaries, meta=meta, plots=cfg.plots)

@@ -58,18 +58,6 @@ def draft_lengths(top_probs: torch.Tensor, *, threshold: float) -> torch.Tensor:
     return leading_run(top_probs >= threshold)
 
 
-def check_mask_margin(strategy: str, mask_margin) -> None:
-    """Raise unless ``mask_margin`` is ``None`` (fixed ``k_max - 1`` masks) or an int >= 1 for a strategy whose mask
-    count adapts (``conf_adapt``, ``verify``): the one check behind ``mtp_generate`` and ``DecodeSetting``."""
-    if mask_margin is None:
-        return
-    if strategy not in ("conf_adapt", "verify"):
-        raise ValueError(f"mask_margin adapts the mask count of conf_adapt/verify; strategy {strategy!r} has none "
-                         "to adapt (static k fixes it at k - 1)")
-    if isinstance(mask_margin, bool) or not isinstance(mask_margin, int) or mask_margin < 1:
-        raise ValueError(f"mask_margin must be an int >= 1 (or None for a fixed k_max - 1), got {mask_margin!r}")
-
-
 def verify_accept(draft: torch.Tensor, target_argmax: torch.Tensor, draft_len: torch.Tensor | None = None
                   ) -> torch.Tensor:
     """Lossless verification: how many leading drafts agree with the model's own next-token argmax.

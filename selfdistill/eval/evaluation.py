@@ -10,48 +10,44 @@ The teacher evaluation, the Pareto sweep and the lm-eval adapter all go through 
 from __future__ import annotations
 
 import math
-import statistics
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
-import torch
-
 from rewards import grade, grader_for_task
 from rewards.graders import EXTRACTORS
-from selfdistill.decode.acceptance import check_mask_margin
+from selfdistill.decode.engine import generate_many
+from selfdistill.decode.registry import Strategy, make_strategy
+from selfdistill.decode.results import speed_stats
 from selfdistill.data.prompts import apply_chat_template, fewshot_prefix_for, render_prompt, stop_strings
-
-STRATEGIES = ("generate", "static", "conf_adapt", "verify")
-
 
 @dataclass(frozen=True, kw_only=True)
 class DecodeSetting:
-    """How to decode: ``generate`` (plain ``model.generate`` greedy, the baseline) or one of our strategies."""
+    """How to decode: a strategy of the registry (:mod:`selfdistill.decode.registry`) and its options.
+
+    ``generate`` (plain ``model.generate`` greedy) is the baseline. Options the strategy does not take stay ``None``
+    (and are refused when given); those it takes are filled with its defaults and validated by the registry.
+    """
 
     strategy: str = "generate"
-    k: int = 1
-    threshold: float = 0.9
-    k_max: int = 16
-    mask_margin: int | None = None  # conf_adapt/verify: adaptive mask count (see selfdistill.decode.decoder)
+    k: int | None = None
+    threshold: float | None = None
+    k_max: int | None = None
+    mask_margin: int | None = None  # adaptive mask count (see selfdistill.decode.decoder)
 
     def __post_init__(self):
-        if self.strategy not in STRATEGIES:
-            raise ValueError(f"unknown strategy {self.strategy!r}; choose from {STRATEGIES}")
-        if self.k < 1 or self.k_max < 1:
-            raise ValueError(f"k and k_max must be >= 1 (got k={self.k}, k_max={self.k_max})")
-        check_mask_margin(self.strategy, self.mask_margin)
+        for name, value in self.unit.values().items():
+            object.__setattr__(self, name, value)
+
+    @property
+    def unit(self) -> Strategy:
+        """The validated :class:`~selfdistill.decode.registry.Strategy` of this setting."""
+        return make_strategy(self.strategy, k=self.k, threshold=self.threshold, k_max=self.k_max,
+                             mask_margin=self.mask_margin)
 
     @property
     def name(self) -> str:
-        if self.strategy == "static":
-            return f"static_k{self.k}"
-        margin = "" if self.mask_margin is None else f"_margin{self.mask_margin}"
-        if self.strategy == "conf_adapt":
-            return f"conf_adapt_{self.threshold:g}_kmax{self.k_max}{margin}"
-        if self.strategy == "verify":
-            return f"verify_kmax{self.k_max}{margin}"
-        return "generate"
+        return self.unit.setting_name
 
 
 @dataclass(kw_only=True)
@@ -70,43 +66,19 @@ def truncate_at_stop(text: str, stops: Sequence[str]) -> str:
 
 
 def decode_batch(model, tokenizer, prompts: Sequence[str], setting: DecodeSetting, *, max_new_tokens: int,
-                 stops: Sequence[str] = (), chat: bool = False) -> list[Generation]:
-    """Decode a batch of prompt strings (left-padded) with ``setting``; greedy throughout."""
+                 stops: Sequence[str] = (), chat: bool = False, batch_size: int | None = None) -> list[Generation]:
+    """Decode prompt strings with ``setting``, greedy, ``batch_size`` rows in flight (default: all), in order.
+
+    Goes through :func:`selfdistill.decode.engine.generate_many`: continuous batching for our strategies, static
+    batches of ``model.generate`` for the baseline.
+    """
     # A chat-templated prompt already starts with BOS; a plain one gets the tokenizer's usual specials (BOS for Llama).
-    enc = tokenizer(list(prompts), return_tensors="pt", padding=True, padding_side="left",
-                    add_special_tokens=not chat).to(model.device)
-    eos = model.generation_config.eos_token_id
-    if setting.strategy == "generate":
-        with torch.no_grad():
-            out = model.generate(**enc, do_sample=False, max_new_tokens=max_new_tokens,
-                                 stop_strings=list(stops) or None, tokenizer=tokenizer if stops else None,
-                                 pad_token_id=tokenizer.pad_token_id, eos_token_id=eos)
-        gens = []
-        for row in out[:, enc.input_ids.shape[1]:].tolist():
-            ids = _until_eos(row, eos, tokenizer.pad_token_id)
-            gens.append(Generation(text=tokenizer.decode(ids, skip_special_tokens=True), new_tokens=len(ids),
-                                   forward_passes=len(ids)))
-    else:
-        from selfdistill.decode.decoder import mtp_generate
-
-        out = mtp_generate(model, enc.input_ids, enc.attention_mask, strategy=setting.strategy, k=setting.k,
-                           k_max=setting.k_max, threshold=setting.threshold, max_new_tokens=max_new_tokens,
-                           mask_margin=setting.mask_margin, eos_token_id=eos, stop_strings=list(stops) or None,
-                           tokenizer=tokenizer)
-        gens = [Generation(text=tokenizer.decode(ids, skip_special_tokens=True), new_tokens=len(ids),
-                           forward_passes=passes) for ids, passes in zip(out.sequences, out.forward_passes)]
-    for g in gens:
-        g.text = truncate_at_stop(g.text, stops)
-    return gens
-
-
-def _until_eos(ids: list[int], eos, pad: int | None) -> list[int]:
-    """Generated ids up to and including the first EOS (``generate`` pads finished rows after it)."""
-    eos_ids = set(eos if isinstance(eos, (list, tuple)) else [eos]) - {None}
-    for i, t in enumerate(ids):
-        if t in eos_ids:
-            return ids[:i + 1]
-    return [t for t in ids if t != pad] if pad is not None and pad not in eos_ids else ids
+    ids = tokenizer(list(prompts), add_special_tokens=not chat).input_ids
+    out = generate_many(model, ids, setting.unit, batch_size=batch_size or max(len(ids), 1),
+                        max_new_tokens=max_new_tokens, eos_token_id=model.generation_config.eos_token_id,
+                        stop_strings=list(stops) or None, tokenizer=tokenizer, pad_token_id=tokenizer.pad_token_id)
+    return [Generation(text=truncate_at_stop(text, stops), new_tokens=len(seq), forward_passes=passes)
+            for text, seq, passes in zip(out.texts, out.sequences, out.forward_passes)]
 
 
 def build_prompt(row: dict, tokenizer, *, style: str, chat: bool) -> str:
@@ -129,22 +101,9 @@ def summarize(records: list[dict], *, seconds: float, batch_size: int) -> dict:
 
 
 def speed_summary(records: list[dict], *, seconds: float, batch_size: int) -> dict:
-    """Tokens per forward (mean/std of per-sample ``new_tokens / forward_passes``) and tokens/s of ``records``."""
-    n = len(records)
-    if n == 0:
-        raise ValueError("nothing to summarise: no records")
-    tpf = [r["tokens_per_forward"] for r in records]
-    new_tokens = sum(r["new_tokens"] for r in records)
-    passes = sum(r["forward_passes"] for r in records)
-    return {
-        "tokens_per_forward_mean": statistics.fmean(tpf),
-        "tokens_per_forward_std": statistics.stdev(tpf) if n > 1 else 0.0,
-        "new_tokens": new_tokens,
-        "forward_passes": passes,
-        "seconds": seconds,
-        "tokens_per_second": new_tokens / seconds if seconds > 0 else float("nan"),
-        "batch_size": batch_size,
-    }
+    """Tokens per forward (:func:`selfdistill.decode.results.speed_stats`) and tokens/s of ``records``."""
+    stats = speed_stats([r["new_tokens"] for r in records], [r["forward_passes"] for r in records], seconds=seconds)
+    return stats | {"batch_size": batch_size}
 
 
 def evaluate(model, tokenizer, rows: Sequence[dict], setting: DecodeSetting, *, batch_size: int = 16,
@@ -152,17 +111,19 @@ def evaluate(model, tokenizer, rows: Sequence[dict], setting: DecodeSetting, *, 
              progress: bool = False) -> tuple[list[dict], dict]:
     """Decode and grade ``rows`` (normalised schema). Returns ``(records, summary)``; records keep row order.
 
-    Rows are batched in order of prompt length (less padding); only decoding time is counted in tokens/s.
+    Each task's rows are decoded together with ``batch_size`` rows in flight (continuous batching; the
+    ``generate`` baseline in static batches), in order of prompt length (less padding); only decoding time is
+    counted in tokens/s.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     rows = list(rows)
     prompts = [build_prompt(r, tokenizer, style=style, chat=chat) for r in rows]
-    # Batches never mix tasks (each task has its own stop strings); within a task, similar lengths share a batch.
+    # A decode never mixes tasks (each task has its own stop strings); within a task, similar lengths go together.
     by_task: dict[str, list[int]] = {}
     for i in sorted(range(len(rows)), key=lambda i: len(prompts[i])):
         by_task.setdefault(rows[i]["task"], []).append(i)
-    batches = [idx[j:j + batch_size] for idx in by_task.values() for j in range(0, len(idx), batch_size)]
+    batches = list(by_task.values())
     if progress:
         from tqdm.auto import tqdm
 
@@ -173,7 +134,7 @@ def evaluate(model, tokenizer, rows: Sequence[dict], setting: DecodeSetting, *, 
         stops = stop_strings(rows[batch[0]]["task"], style=style)
         start = time.perf_counter()
         gens = decode_batch(model, tokenizer, [prompts[i] for i in batch], setting,
-                            max_new_tokens=max_new_tokens, stops=stops, chat=chat)
+                            max_new_tokens=max_new_tokens, stops=stops, chat=chat, batch_size=batch_size)
         seconds += time.perf_counter() - start
         for i, gen in zip(batch, gens):
             row = rows[i]

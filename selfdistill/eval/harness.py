@@ -2,11 +2,12 @@
 
 Importing this module registers the model ``selfdistill`` with lm-eval. Its ``generate_until`` decodes through
 :func:`selfdistill.eval.evaluation.decode_batch` (the same code path as ``scripts/pareto.py``), so any strategy of
-:class:`selfdistill.eval.evaluation.DecodeSetting` (``generate``, ``static``, ``conf_adapt``, ``verify``) can be
+:class:`selfdistill.eval.evaluation.DecodeSetting` (the registry's, :mod:`selfdistill.decode.registry`) can be
 scored on any generative lm-eval task; loglikelihood requests are plain forward passes (inherited from
 lm-eval's ``HFLM``). model_args: ``pretrained`` (path, hub id, or ``tiny-student``/``tiny-teacher``),
-``strategy``, ``threshold``, ``k``, ``k_max``, ``mask_margin``, ``add_mask_token`` and HFLM's own
-(``batch_size``, ``dtype``, ``device``, ...).
+``strategy`` (any of :func:`selfdistill.decode.registry.strategy_names`) and its options (``threshold``, ``k``,
+``k_max``, ``mask_margin``: validated by the registry, unset ones take the strategy's defaults),
+``add_mask_token`` and HFLM's own (``batch_size``, ``dtype``, ``device``, ...).
 
 Tokens per forward pass (mean and std over requests, prefill counted) and tokens/s per task are kept by the
 model, reported in ``results["config"]["selfdistill_decoding"]`` by lm-eval itself (via ``get_model_info``) and
@@ -44,19 +45,20 @@ MODEL_NAME = "selfdistill"
 class SelfDistillLM(HFLM):
     """HFLM whose ``generate_until`` runs our multi-token decoder (greedy); see the module docstring."""
 
-    def __init__(self, pretrained="tiny-student", strategy: str = "conf_adapt", threshold: float = 0.9, k: int = 1,
-                 k_max: int = 16, mask_margin: int | None = None, add_mask_token: bool = False, **kwargs):
-        if isinstance(pretrained, str):
+    def __init__(self, pretrained="tiny-student", strategy: str = "conf_adapt", threshold: float | None = None,
+                 k: int | None = None, k_max: int | None = None, mask_margin: int | None = None,
+                 add_mask_token: bool = False, **kwargs):
+        # model_args arrive as strings or numbers; the registry validates them (NaN / negative thresholds refused)
+        self.setting = DecodeSetting(strategy=strategy, k=_opt(k, int), threshold=_opt(threshold, float),
+                                     k_max=_opt(k_max, int), mask_margin=_opt(mask_margin, int))
+        if isinstance(pretrained, str):  # after the options are checked: an adapter folder loads here
             pretrained, kwargs = _resolve_pretrained(pretrained, kwargs)
-        self.setting = DecodeSetting(strategy=strategy, k=int(k), threshold=float(threshold), k_max=int(k_max),
-                                     mask_margin=None if mask_margin in (None, "", "None") else int(mask_margin))
         kwargs.setdefault("device", "cpu" if not _cuda() else "cuda")
         super().__init__(pretrained=pretrained, **kwargs)
         from selfdistill.models.mask_token import add_mask_token as add_mask
         from selfdistill.models.mask_token import mask_token_id_from
-        from selfdistill.eval.sweep import needs_mask_token
 
-        if needs_mask_token([self.setting]) and mask_token_id_from(self.model) is None:
+        if self.setting.unit.needs_mask_token and mask_token_id_from(self.model) is None:
             if not _as_bool(add_mask_token):
                 raise ValueError(f"{pretrained} has no <mtp> mask token, which strategy {strategy!r} needs; use a "
                                  "distilled checkpoint or add_mask_token=True (untrained mask, step-0 baseline)")
@@ -83,19 +85,17 @@ class SelfDistillLM(HFLM):
             if _as_bool(gen_kwargs.pop("do_sample", False)) or float(gen_kwargs.pop("temperature", 0) or 0) > 0:
                 raise ValueError(f"task {task!r} asks for sampling; the selfdistill model decodes greedily only")
             idx = sorted(idx, key=lambda i: len(requests[i].args[0]))
-            for start in range(0, len(idx), batch_size):
-                batch = idx[start:start + batch_size]
-                t0 = time.perf_counter()
-                gens = decode_batch(self.model, self.tokenizer, [requests[i].args[0] for i in batch], self.setting,
-                                    max_new_tokens=max_new, stops=until)
-                self._decode_seconds[task] += time.perf_counter() - t0
-                for i, g in zip(batch, gens):
-                    out[i] = g.text
-                    self.decode_records.append({"task": task, "new_tokens": g.new_tokens,
-                                                "forward_passes": g.forward_passes,
-                                                "tokens_per_forward": g.new_tokens / max(g.forward_passes, 1)})
-                    self.cache_hook.add_partial("generate_until", requests[i].args, g.text)
-                pbar.update(len(batch))
+            t0 = time.perf_counter()  # the whole group, batch_size rows in flight (continuous batching)
+            gens = decode_batch(self.model, self.tokenizer, [requests[i].args[0] for i in idx], self.setting,
+                                max_new_tokens=max_new, stops=until, batch_size=batch_size)
+            self._decode_seconds[task] += time.perf_counter() - t0
+            for i, g in zip(idx, gens):
+                out[i] = g.text
+                self.decode_records.append({"task": task, "new_tokens": g.new_tokens,
+                                            "forward_passes": g.forward_passes,
+                                            "tokens_per_forward": g.new_tokens / max(g.forward_passes, 1)})
+                self.cache_hook.add_partial("generate_until", requests[i].args, g.text)
+            pbar.update(len(idx))
         pbar.close()
         return out
 
@@ -149,6 +149,16 @@ def _cuda() -> bool:
     import torch
 
     return torch.cuda.is_available()
+
+
+def _opt(v, kind):
+    """A model_args value: ``None`` / ``""`` / ``"None"`` stay ``None``; anything else is converted by ``kind``."""
+    if v is None or (isinstance(v, str) and v.strip() in ("", "None")):
+        return None
+    try:
+        return kind(v)
+    except ValueError as err:
+        raise ValueError(f"model_args value {v!r} is not a valid {kind.__name__}") from err
 
 
 def _as_bool(v) -> bool:

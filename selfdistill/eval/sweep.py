@@ -23,10 +23,11 @@ import gzip
 import json
 import math
 import re
-from collections.abc import Sequence
-from dataclasses import asdict
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from selfdistill.decode.registry import strategy_class, strategy_names
 from selfdistill.eval.evaluation import DecodeSetting
 from selfdistill.eval.frontier import frontier_mask
 
@@ -44,29 +45,37 @@ CSV_COLUMNS = ("task", "setting", "strategy", "k", "threshold", "k_max", "mask_m
                "frontier_tokens_per_forward", "frontier_tokens_per_second")
 
 
-def sweep_settings(*, generate: bool = True, static_k: Sequence[int] = PAPER_STATIC_K,
-                   thresholds: Sequence[float] = PAPER_THRESHOLDS, k_max: int = PAPER_K_MAX, verify: bool = True,
-                   verify_threshold: float = 0.0, mask_margin: int | None = None) -> list[DecodeSetting]:
-    """The settings of a sweep, in report order: generate baseline, static k, ConfAdapt, verify.
+@dataclass(frozen=True, kw_only=True)
+class SweepGrid:
+    """The values a sweep's strategies take their points from (each strategy's ``sweep_points`` reads it)."""
 
-    ``verify_threshold`` is the confidence a mask prediction needs to become a draft in lossless mode (0: every
-    mask prediction is drafted; the output is plain greedy decoding whatever it is). ``mask_margin`` gives
-    ConfAdapt and verify the adaptive mask count of :func:`selfdistill.decode.decoder.mtp_generate`.
+    static_k: Sequence[int] = PAPER_STATIC_K
+    thresholds: Sequence[float] = PAPER_THRESHOLDS
+    k_max: int = PAPER_K_MAX
+    verify_threshold: float = 0.0
+    mask_margin: int | None = None
+
+
+def sweep_strategies() -> tuple[str, ...]:
+    """The registered strategies a sweep can include (those with a ``scripts/pareto.py`` switch), report order."""
+    return tuple(n for n in strategy_names() if strategy_class(n).sweep_flag is not None)
+
+
+def sweep_settings(strategies: Sequence[str] | None = None, *, grid: SweepGrid = SweepGrid()) -> list[DecodeSetting]:
+    """The settings of a sweep, in report order (registry order: generate, static k, ConfAdapt, verify, ...).
+
+    ``grid.verify_threshold`` is the confidence a mask prediction needs to become a draft in the lossless modes (0:
+    every mask prediction is drafted; the output is plain greedy decoding whatever it is). ``grid.mask_margin``
+    gives the adaptive strategies the adaptive mask count of :func:`selfdistill.decode.decoder.mtp_generate`.
+    ``strategies`` default: the sweep strategies whose ``sweep_default`` is set (all but ``quadratic``).
     """
-    for t in thresholds:
-        if not 0.0 < t <= 1.0:
-            raise ValueError(f"ConfAdapt thresholds must be in (0, 1], got {t}")
-    if len(set(thresholds)) != len(thresholds) or len(set(static_k)) != len(static_k):
-        raise ValueError(f"duplicate thresholds or static k values: {list(thresholds)}, {list(static_k)}")
-    if not 0.0 <= verify_threshold <= 1.0:
-        raise ValueError(f"verify_threshold must be in [0, 1], got {verify_threshold}")
-    settings = [DecodeSetting(strategy="generate")] if generate else []
-    settings += [DecodeSetting(strategy="static", k=k) for k in static_k]
-    settings += [DecodeSetting(strategy="conf_adapt", threshold=t, k_max=k_max, mask_margin=mask_margin)
-                 for t in thresholds]
-    if verify:
-        settings.append(DecodeSetting(strategy="verify", threshold=verify_threshold, k_max=k_max,
-                                      mask_margin=mask_margin))
+    chosen = ([n for n in sweep_strategies() if strategy_class(n).sweep_default] if strategies is None
+              else list(strategies))
+    unknown = sorted(set(chosen) - set(sweep_strategies()))
+    if unknown:
+        raise ValueError(f"unknown sweep strategies {unknown}; choose from {sweep_strategies()}")
+    settings = [DecodeSetting(strategy=name, **point) for name in sweep_strategies() if name in chosen
+                for point in strategy_class(name).sweep_points(grid)]
     if not settings:
         raise ValueError("the sweep has no settings: enable generate, static k, thresholds or verify")
     return settings
@@ -74,8 +83,7 @@ def sweep_settings(*, generate: bool = True, static_k: Sequence[int] = PAPER_STA
 
 def needs_mask_token(settings: Sequence[DecodeSetting]) -> bool:
     """Whether any setting appends ``<mtp>`` masks (everything but ``generate`` and static k=1)."""
-    return any((s.strategy == "static" and s.k > 1) or (s.strategy in ("conf_adapt", "verify") and s.k_max > 1)
-               for s in settings)
+    return any(s.unit.needs_mask_token for s in settings)
 
 
 def run_key(task: str, setting: DecodeSetting) -> str:
@@ -136,6 +144,41 @@ class SweepStore:
         tmp.replace(run)  # atomic: an interrupted run never leaves a half-written result behind
 
 
+def run_sweep(stores: dict[str, SweepStore], rows: dict[str, list[dict]], grid: Sequence[DecodeSetting],
+              load: Callable[[], tuple], *, batch_size: int, max_new_tokens: int, style: str, chat: bool,
+              seed: int = 0, progress: bool = True, record: dict | None = None) -> dict[str, list[dict]]:
+    """Evaluate every (task, setting) not yet in its store (the model is loaded by ``load()`` only if any is left),
+    saving each as it finishes; ``record`` (e.g. threads, host) is added to each new summary, since a resumed
+    sweep's rows need not share one machine. Returns ``{task: [summary per setting]}`` in grid order."""
+    import torch
+    from tqdm.auto import tqdm
+
+    from selfdistill.eval.evaluation import evaluate
+
+    done = {(task, s.name): stores[task].load(task, s) for task in rows for s in grid}
+    todo = [(task, s) for task in rows for s in grid if done[(task, s.name)] is None]
+    print(f"sweep: {len(grid)} settings x {len(rows)} tasks "
+          f"({', '.join(f'{t}: {len(r)} rows' for t, r in rows.items())}); {len(done) - len(todo)} done, "
+          f"{len(todo)} to run")
+    if todo:
+        model, tokenizer = load()
+        options = dict(max_new_tokens=max_new_tokens, style=style, chat=chat)
+        # Warm-up (lazy init, allocator, kernels) so the first setting's tokens/s is not charged for it.
+        for s in {s.strategy: s for s in grid}.values():
+            evaluate(model, tokenizer, rows[todo[0][0]][:1], s, batch_size=1, **options | {"max_new_tokens": 4})
+        for task, setting in tqdm(todo, desc="sweep", disable=not progress):
+            torch.manual_seed(seed)
+            records, summary = evaluate(model, tokenizer, rows[task], setting, batch_size=batch_size,
+                                        progress=progress, **options)
+            summary["by_subtask"] = by_subtask(records)
+            summary |= record or {}
+            stores[task].save(task, setting, records, summary)
+            done[(task, setting.name)] = summary
+            tqdm.write(f"{task:>12} {setting.name:<28} acc {summary['accuracy']:.3f} "
+                       f"tok/fwd {summary['tokens_per_forward_mean']:.2f} tok/s {summary['tokens_per_second']:.1f}")
+    return {task: [done[(task, s.name)] for s in grid] for task in rows}
+
+
 def by_subtask(records: list[dict]) -> dict[str, dict]:
     """``{subtask: {"n", "accuracy"}}`` of a task's records (suites mix subtasks; the total hides them)."""
     out: dict[str, dict] = {}
@@ -152,10 +195,9 @@ def table_rows(task: str, summaries: Sequence[dict]) -> list[dict]:
     for s in summaries:
         st = s["setting"]
         row = {c: s.get(c) for c in CSV_COLUMNS}
+        options = {o.name for o in strategy_class(st["strategy"]).options}  # older records hold every field
         row.update(task=task, setting=st["name"], strategy=st["strategy"],
-                   k=st["k"] if st["strategy"] == "static" else None,
-                   threshold=st["threshold"] if st["strategy"] in ("conf_adapt", "verify") else None,
-                   k_max=st["k_max"] if st["strategy"] in ("conf_adapt", "verify") else None)
+                   **{k: st.get(k) if k in options else None for k in ("k", "threshold", "k_max", "mask_margin")})
         rows.append(row)
     for name, xcol, _ in FRONTIERS:
         for row, on in zip(rows, frontier_mask(rows, x=xcol, y="accuracy")):
@@ -204,15 +246,13 @@ def plot_task(path: Path, task: str, rows: Sequence[dict], *, model: str, batch_
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.6))
-    styles = {"conf_adapt": dict(color="tab:blue", marker="o", ls="-", label="ConfAdapt (threshold)"),
-              "static": dict(color="tab:orange", marker="s", ls="none", label="static k"),
-              "verify": dict(color="tab:green", marker="D", ls="none", label="verify (lossless)"),
-              "generate": dict(color="black", marker="*", ls="none", ms=12, label="model.generate")}
     for ax, (name, xcol, xlabel) in zip(axes, FRONTIERS):
-        for strategy, style in styles.items():
+        for strategy in strategy_names():
+            unit = strategy_class(strategy)
+            style = unit.plot_style | {"label": unit.label}
             pts = [r for r in rows if r["strategy"] == strategy and _finite(r[xcol])]
-            if strategy == "conf_adapt":
-                pts.sort(key=lambda r: -r["threshold"])
+            if unit.curve is not None:
+                pts.sort(key=lambda r: -r[unit.curve])
             if not pts:
                 continue
             if name == "tokens_per_second":
@@ -220,8 +260,7 @@ def plot_task(path: Path, task: str, rows: Sequence[dict], *, model: str, batch_
             ax.errorbar([r[xcol] for r in pts], [100 * r["accuracy"] for r in pts],
                         yerr=[100 * _nan0(r["accuracy_stderr"]) for r in pts], capsize=2, **style)
             for r in pts:
-                label = (f"{r['threshold']:g}" if strategy == "conf_adapt"
-                         else f"k={r['k']}" if strategy == "static" else None)
+                label = _point_label(r)
                 if label:
                     ax.annotate(label, (r[xcol], 100 * r["accuracy"]), fontsize=7, xytext=(3, 3),
                                 textcoords="offset points")
@@ -241,6 +280,11 @@ def plot_task(path: Path, task: str, rows: Sequence[dict], *, model: str, batch_
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def _point_label(row: dict) -> str | None:
+    return DecodeSetting(strategy=row["strategy"], **{k: row.get(k) for k in ("k", "threshold", "k_max",
+                                                                              "mask_margin")}).unit.point_label()
 
 
 def _finite(v) -> bool:

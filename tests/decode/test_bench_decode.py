@@ -15,11 +15,12 @@ def _load_script():
 def test_bench_decode_on_suite_prompts(tmp_path):
     bench = _load_script()
     cfg = bench.parse_args(["--model", "tiny-student", "--suite", "synthetic", "--limit", "3", "--max-new-tokens", "6",
-                            "--batch-sizes", "1,2", "--repeats", "1", "--only", "static_k1,static_k2,conf_0.9_m2",
+                            "--batch-sizes", "1,2", "--repeats", "1",
+                            "--only", "static_k1,static_k2,conf_adapt_0.9_kmax16_margin2",
                             "--num-threads", "1", "--forward-cost-repeats", "2", "--out", str(tmp_path)])
     rows = bench.main(cfg)
     assert [(r["batch_size"], r["strategy"]) for r in rows] == [
-        (b, s) for b in (1, 2) for s in ("generate", "static_k1", "static_k2", "conf_0.9_m2")]
+        (b, s) for b in (1, 2) for s in ("generate", "static_k1", "static_k2", "conf_adapt_0.9_kmax16_margin2")]
     assert all(r["prompts"] == 3 and r["new_tokens"] > 0 for r in rows)
     assert all(r["ratio_to_generate"] == 1.0 for r in rows if r["strategy"] == "generate")
     with open(tmp_path / "bench.csv") as f:

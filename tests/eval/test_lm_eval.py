@@ -151,3 +151,14 @@ def test_an_adapter_folder_loads_through_the_one_loader_and_verify_matches_the_b
     assert gl.gated_state(gated.model) is not None
     base = SelfDistillLM(pretrained=str(plain), strategy="generate", **common)
     assert gated.generate_until(reqs, disable_tqdm=True) == base.generate_until(reqs, disable_tqdm=True)
+
+
+@pytest.mark.parametrize("bad", ["nan", "-1", "x"])
+def test_lm_eval_model_args_go_through_the_same_validation(bad, monkeypatch):
+    from lm_eval.models.huggingface import HFLM
+
+    from selfdistill.eval.harness import SelfDistillLM
+
+    monkeypatch.setattr(HFLM, "__init__", lambda *a, **k: (_ for _ in ()).throw(AssertionError("loaded")))
+    with pytest.raises(ValueError, match="threshold|not a valid"):
+        SelfDistillLM(pretrained="tiny-student", strategy="conf_adapt", threshold=bad)

@@ -1,0 +1,160 @@
+"""The strategy registry: every decoding strategy is one :class:`Strategy` subclass, registered by name.
+
+A strategy declares its options (:class:`Option`: default, check, help), whether it feeds ``<mtp>`` masks, what it
+is called in tables and plots, and (for the engine) the block it feeds per pass and its acceptance rule. Everything
+that names strategies (``mtp_generate``, ``DecodeSetting``, the sweep, its plots, ``scripts/pareto.py``,
+``scripts/bench_decode.py``, the lm-eval model) reads this registry, so a new strategy is one new class.
+
+    make_strategy("conf_adapt", threshold=0.9)   # validated, immutable options; unknown options are refused
+    strategy_names()                             # registration order: the order of reports and sweeps
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+
+@dataclass(frozen=True)
+class Option:
+    """One option of a strategy: its default and a check returning an error message (``None`` when valid)."""
+
+    name: str
+    default: Any
+    check: Callable[[Any], str | None]
+    help: str = ""
+
+
+def positive_int(value) -> str | None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        return f"must be an int >= 1, got {value!r}"
+    return None
+
+
+def threshold_value(value) -> str | None:
+    """A confidence threshold: a finite real >= 0 (NaN would decode greedily and a negative value accept every
+    mask, silently; above 1 accepts no mask prediction)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        return f"must be a finite number >= 0, got {value!r}"
+    return None
+
+
+def optional_margin(value) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        return f"must be an int >= 1 (or None for a fixed k_max - 1), got {value!r}"
+    return None
+
+
+class Strategy:
+    """Base class: a decoding strategy with validated options (read them as attributes; instances are immutable).
+
+    Class attributes a subclass sets: ``name`` (registry key), ``label`` (legends), ``plot_style`` (matplotlib
+    keywords), ``options``, ``baseline`` (decoded by ``model.generate``, not the engine), ``curve`` (the option
+    that orders its points into a curve in plots, if any), ``bench_points`` (option sets the speed benchmark runs),
+    ``sweep_flag`` (the ``scripts/pareto.py`` switch that enables it), ``sweep_default`` (in a sweep by default).
+    """
+
+    name: ClassVar[str]
+    label: ClassVar[str]
+    plot_style: ClassVar[dict] = {}
+    options: ClassVar[tuple[Option, ...]] = ()
+    baseline: ClassVar[bool] = False
+    lossless: ClassVar[bool] = False
+    curve: ClassVar[str | None] = None
+    bench_points: ClassVar[tuple[dict, ...]] = ({},)
+    sweep_flag: ClassVar[str | None] = None
+    sweep_default: ClassVar[bool] = True
+
+    def __init__(self, **values):
+        declared = {o.name: o for o in self.options}
+        for opt in self.options:
+            value = values.get(opt.name)
+            value = opt.default if value is None else value
+            if (err := opt.check(value)) is not None:
+                raise ValueError(f"{self.name} option {opt.name} {err}")
+            object.__setattr__(self, opt.name, value)
+        extra = sorted(k for k, v in values.items() if k not in declared and v is not None)
+        if extra:
+            raise ValueError(f"strategy {self.name!r} takes no option {', '.join(extra)} "
+                             f"(its options: {', '.join(declared) or 'none'})")
+
+    def __setattr__(self, key, value):
+        raise AttributeError(f"{type(self).__name__} options are immutable")
+
+    def values(self) -> dict:
+        """The options as ``{name: value}``."""
+        return {o.name: getattr(self, o.name) for o in self.options}
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in self.values().items())})"
+
+    def __eq__(self, other) -> bool:
+        return type(self) is type(other) and self.values() == other.values()
+
+    def __hash__(self) -> int:
+        return hash((self.name, tuple(self.values().items())))
+
+    @property
+    def num_masks(self) -> int:
+        """Masks appended per pass (``0``: plain next-token decoding)."""
+        return 0
+
+    @property
+    def needs_mask_token(self) -> bool:
+        return self.num_masks > 0
+
+    @property
+    def setting_name(self) -> str:
+        """The label of this option set in sweeps, file names and benchmark tables (e.g. ``static_k3``)."""
+        return self.name
+
+    def point_label(self) -> str | None:
+        """Annotation of this point in plots (``None``: none)."""
+        return None
+
+    @classmethod
+    def sweep_points(cls, grid) -> list[dict]:
+        """Option sets of a sweep over ``grid`` (:class:`selfdistill.eval.sweep.SweepGrid`-like)."""
+        return [{}]
+
+
+_REGISTRY: dict[str, type[Strategy]] = {}
+
+
+def register(cls: type[Strategy]) -> type[Strategy]:
+    """Class decorator: add ``cls`` to the registry under ``cls.name`` (a name is registered once)."""
+    if cls.name in _REGISTRY:
+        raise ValueError(f"strategy {cls.name!r} is registered twice")
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def _load() -> None:
+    from selfdistill.decode import strategies  # noqa: F401  (registers the built-in strategies)
+
+
+def strategy_class(name: str) -> type[Strategy]:
+    """The registered class ``name``; a ``ValueError`` naming the choices otherwise."""
+    _load()
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown strategy {name!r}; choose from {tuple(_REGISTRY)}")
+    return _REGISTRY[name]
+
+
+def strategy_names(*, baselines: bool = True) -> tuple[str, ...]:
+    """Registered names in registration order (``baselines=False``: only those the engine decodes)."""
+    _load()
+    return tuple(n for n, c in _REGISTRY.items() if baselines or not c.baseline)
+
+
+def make_strategy(name: str | Strategy, **options) -> Strategy:
+    """A validated strategy: ``options`` that are ``None`` take the default; undeclared ones are refused."""
+    if isinstance(name, Strategy):
+        if any(v is not None for v in options.values()):
+            raise ValueError("options are given twice: pass a strategy name with options, or a Strategy alone")
+        return name
+    return strategy_class(name)(**options)

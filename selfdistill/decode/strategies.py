@@ -1,0 +1,246 @@
+"""The built-in strategies, one class each (METHOD.md section 5): ``generate`` (the ``model.generate`` baseline),
+``generate_cb`` (transformers' own continuous batching, a benchmark baseline), ``static``, ``conf_adapt``,
+``verify`` and ``quadratic``. See :mod:`selfdistill.decode.registry` for what a class declares.
+
+An engine strategy turns one pass's logits into an :class:`Outcome` per row: the tokens it emits, the real tokens
+it feeds next pass (``pending``, the last ``drafts`` of which are provisional), and how many of the tokens fed this
+pass stay in the cache (``kept``; lossless strategies drop rejected drafts).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from selfdistill.decode.acceptance import conf_adapt_accept, draft_lengths, static_accept, verify_accept
+from selfdistill.decode.blocks import Layout
+from selfdistill.decode.registry import Option, Strategy, optional_margin, positive_int, register, threshold_value
+
+K_MAX = Option("k_max", 16, positive_int, "prediction positions per pass (k_max - 1 masks)")
+MARGIN = Option("mask_margin", None, optional_margin,
+                "adaptive mask count: masks used last pass + this, at most k_max - 1 (None: always k_max - 1)")
+
+
+def _margin(unit) -> str:
+    """The ``_margin<m>`` suffix of a setting name (empty without ``mask_margin``)."""
+    return "" if unit.mask_margin is None else f"_margin{unit.mask_margin}"
+
+
+def _no_duplicates(what: str, values) -> None:
+    if len(set(values)) != len(values):
+        raise ValueError(f"duplicate {what}: {list(values)}")
+
+
+@dataclass
+class Fed:
+    """What a pass fed, for the acceptance rule: the layout, per row its pending tokens and draft count (host),
+    and on the device ``draft_tokens`` ``long[B, M]`` (-1 past a row's drafts), ``draft_len`` and ``reach``
+    ``long[B]`` (masks the row may use)."""
+
+    layout: Layout
+    pending: list[list[int]]
+    drafts: list[int]
+    draft_tokens: torch.Tensor
+    draft_len: torch.Tensor
+    reach: torch.Tensor
+
+
+@dataclass
+class Outcome:
+    """One row's result of one pass (before the EOS / stop-string / budget cut)."""
+
+    chunk: list[int]
+    pending: list[int]
+    drafts: int
+    kept: int
+
+
+@register
+class Generate(Strategy):
+    """Plain greedy ``model.generate`` in static batches: the baseline every ratio is taken against."""
+
+    name, label, baseline, sweep_flag = "generate", "model.generate", True, "generate_baseline"
+    plot_style = dict(color="black", marker="*", ls="none", ms=12)
+
+
+@register
+class GenerateContinuous(Strategy):
+    """Greedy decoding by transformers' own continuous batching (``model.generate_batch``), for benchmarks."""
+
+    name, label, baseline = "generate_cb", "transformers continuous batching", True
+    plot_style = dict(color="gray", marker="*", ls="none", ms=12)
+
+
+class _EngineStrategy(Strategy):
+    """Defaults of the strategies the engine decodes: ``k_max - 1`` masks in one group, non-lossless bookkeeping."""
+
+    @property
+    def num_masks(self) -> int:
+        return self.k_max - 1
+
+    def groups(self, max_drafts: int) -> int:
+        """Mask groups of a pass whose rows carry up to ``max_drafts`` drafts."""
+        return 1
+
+    def room(self, remaining: int, drafts: int) -> int:
+        """Masks that can still matter for a row with ``remaining`` tokens of budget and ``drafts`` drafts."""
+        return remaining - 1 - drafts
+
+    def used_masks(self, outcome: Outcome) -> int:
+        """Masks the row used this pass (its next reach is this + ``mask_margin``)."""
+        return len(outcome.chunk) - 1
+
+    def accept(self, logits: torch.Tensor, fed: Fed) -> list[Outcome]:
+        """``logits``: ``[B, M + 1 + G * g, V]`` at each row's prediction columns (:attr:`Layout.sel`)."""
+        raise NotImplementedError
+
+
+@register
+class Static(_EngineStrategy):
+    """Static k: ``k - 1`` masks, emit the argmax at the first ``k`` positions."""
+
+    name, label, sweep_flag = "static", "static k", "static"
+    plot_style = dict(color="tab:orange", marker="s", ls="none")
+    options = (Option("k", 1, positive_int, "tokens per pass"),)
+    bench_points = tuple({"k": k} for k in (1, 2, 3, 4))
+
+    @property
+    def num_masks(self) -> int:
+        return self.k - 1
+
+    @property
+    def setting_name(self) -> str:
+        return f"static_k{self.k}"
+
+    def point_label(self) -> str:
+        return f"k={self.k}"
+
+    @classmethod
+    def sweep_points(cls, grid) -> list[dict]:
+        _no_duplicates("static k values", grid.static_k)
+        return [{"k": k} for k in grid.static_k]
+
+    def accept(self, logits, fed):
+        count = static_accept(fed.layout.n_masks + 1, k=min(self.k, fed.layout.n_masks + 1))
+        rows = logits[:, :count].argmax(dim=-1).tolist()
+        return [Outcome(row, row, 0, len(p)) for row, p in zip(rows, fed.pending)]
+
+
+@register
+class ConfAdapt(_EngineStrategy):
+    """ConfAdapt(tau): ``k_max - 1`` masks; emit the longest leading run with top-1 probability >= tau, at least 1."""
+
+    name, label, sweep_flag, curve = "conf_adapt", "ConfAdapt (threshold)", "conf_adapt", "threshold"
+    plot_style = dict(color="tab:blue", marker="o", ls="-")
+    options = (Option("threshold", 0.9, threshold_value, "tau (> 1: plain greedy)"), K_MAX, MARGIN)
+    bench_points = ({"threshold": 0.99}, {"threshold": 0.9}, {"threshold": 0.7},
+                    {"threshold": 0.9, "mask_margin": 2}, {"threshold": 0.7, "mask_margin": 2})
+
+    @property
+    def setting_name(self) -> str:
+        return f"conf_adapt_{self.threshold:g}_kmax{self.k_max}{_margin(self)}"
+
+    def point_label(self) -> str:
+        return f"{self.threshold:g}"
+
+    @classmethod
+    def sweep_points(cls, grid) -> list[dict]:
+        """The paper's grid: thresholds in (0, 1] (above 1 every point would be plain greedy decoding)."""
+        _no_duplicates("thresholds", grid.thresholds)
+        for t in grid.thresholds:
+            if not 0.0 < t <= 1.0:
+                raise ValueError(f"ConfAdapt thresholds must be in (0, 1], got {t}")
+        return [{"threshold": t, "k_max": grid.k_max, "mask_margin": grid.mask_margin} for t in grid.thresholds]
+
+    def accept(self, logits, fed):
+        pred = logits.argmax(dim=-1)
+        counts = conf_adapt_accept(logits.float().softmax(dim=-1).amax(dim=-1), threshold=self.threshold)
+        if self.mask_margin is not None:
+            counts = torch.minimum(counts, fed.reach + 1)
+        host = torch.cat([pred, counts[:, None]], dim=1).tolist()
+        return [Outcome(row[:row[-1]], row[:row[-1]], 0, len(p)) for row, p in zip(host, fed.pending)]
+
+
+class _Lossless(_EngineStrategy):
+    """Shared rule of the lossless strategies: re-fed drafts are verified against the model's own next-token
+    argmax; the accepted prefix plus the correction token is emitted; new drafts are the confident leading run of
+    one mask group's predictions (:meth:`draft_group`)."""
+
+    lossless = True
+    options = (Option("threshold", 0.9, threshold_value, "confidence a mask prediction needs to become a draft"),
+               K_MAX, MARGIN)
+    def used_masks(self, outcome):
+        return outcome.drafts
+
+    @classmethod
+    def sweep_points(cls, grid) -> list[dict]:
+        return [{"threshold": grid.verify_threshold, "k_max": grid.k_max, "mask_margin": grid.mask_margin}]
+
+    def draft_group(self, accepted: torch.Tensor, fed: Fed) -> torch.Tensor:
+        """``long[B]``: the mask group whose predictions become the next drafts, -1 for none."""
+        raise NotImplementedError
+
+    def accept(self, logits, fed):
+        layout = fed.layout
+        m, g = layout.max_drafts, layout.n_masks
+        pred = logits.argmax(dim=-1)
+        target = pred[:, :m + 1]
+        accepted = verify_accept(fed.draft_tokens, target, fed.draft_len)
+        correction = target.gather(1, accepted[:, None])
+        group = self.draft_group(accepted, fed)
+        masks = logits[:, m + 1:].reshape(logits.shape[0], layout.groups, g, logits.shape[-1])
+        chosen = masks.gather(1, group.clamp(min=0)[:, None, None, None].expand(-1, 1, g, masks.shape[-1]))[:, 0]
+        n_new = draft_lengths(chosen.float().softmax(dim=-1).amax(dim=-1), threshold=self.threshold) * (group >= 0)
+        if self.mask_margin is not None:
+            n_new = torch.minimum(n_new, fed.reach)
+        host = torch.cat([accepted[:, None], n_new[:, None], correction, chosen.argmax(dim=-1)], dim=1).tolist()
+        out = []
+        for p, d, (a, new, corr, *drafts) in zip(fed.pending, fed.drafts, host):
+            verified = len(p) - d
+            out.append(Outcome(p[verified:verified + a] + [corr], [corr] + drafts[:new], new, verified + a))
+        return out
+
+
+@register
+class Verify(_Lossless):
+    """Lossless linear verify: new drafts come from the masks after the last draft, so only when every draft was
+    accepted (otherwise they were conditioned on a wrong token). Output = greedy ``generate``."""
+
+    name, label, sweep_flag = "verify", "verify (lossless)", "verify"
+    plot_style = dict(color="tab:green", marker="D", ls="none")
+    # k_max 4 and 8: the points quadratic decoding is compared with at equal k_max
+    bench_points = ({"threshold": 0.9}, {"threshold": 0.9, "mask_margin": 2}, {"threshold": 0.9, "k_max": 4},
+                    {"threshold": 0.9, "k_max": 8})
+
+    @property
+    def setting_name(self) -> str:
+        return f"verify_kmax{self.k_max}{_margin(self)}"
+
+    def draft_group(self, accepted, fed):
+        return torch.where(accepted == fed.draft_len, 0, -1)
+
+
+@register
+class Quadratic(_Lossless):
+    """Lossless quadratic decoding (Apple, arXiv 2507.11851): every provisional token is followed by its own mask
+    group, so whatever prefix is accepted, the group after it holds fresh drafts. A pass feeds about ``k * k``
+    positions instead of ``2k - 1``. Output = greedy ``generate``."""
+
+    name, label, sweep_flag, sweep_default = "quadratic", "quadratic (lossless)", "quadratic", False
+    plot_style = dict(color="tab:purple", marker="P", ls="none")
+    bench_points = ({"threshold": 0.9, "k_max": 4}, {"threshold": 0.9, "k_max": 8},
+                    {"threshold": 0.9, "k_max": 4, "mask_margin": 2})
+
+    @property
+    def setting_name(self) -> str:
+        return f"quadratic_kmax{self.k_max}{_margin(self)}"
+
+    def groups(self, max_drafts):
+        return max_drafts + 1
+
+    def room(self, remaining, drafts):
+        return remaining - 1
+
+    def draft_group(self, accepted, fed):
+        return accepted
