@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from selfdistill.decode.registry import strategy_class, strategy_names
+from selfdistill.eval.agreement import add_agreement
 from selfdistill.eval.evaluation import DecodeSetting
 from selfdistill.eval.frontier import frontier_mask
 
@@ -41,7 +42,8 @@ FRONTIERS = (("tokens_per_forward", "tokens_per_forward_mean", "tokens per forwa
              ("tokens_per_second", "tokens_per_second", "tokens / s"))
 CSV_COLUMNS = ("task", "setting", "strategy", "k", "threshold", "k_max", "mask_margin", "n", "accuracy",
                "accuracy_stderr", "tokens_per_forward_mean", "tokens_per_forward_std", "tokens_per_second",
-               "batch_size", "num_threads", "host", "seconds", "new_tokens", "forward_passes",
+               "answer_agreement", "exact_agreement", "batch_size", "num_threads", "host", "seconds", "new_tokens",
+               "forward_passes",
                "frontier_tokens_per_forward", "frontier_tokens_per_second")
 
 
@@ -125,6 +127,12 @@ class SweepStore:
                 "--name for the new conditions, or --overwrite to redo them here.")
         return stored["summary"]
 
+    def records(self, task: str, setting: DecodeSetting) -> list[dict]:
+        """The stored per-item records of a finished (task, setting)."""
+        opener = gzip.open if self.gzip_samples else open
+        with opener(self.samples_file(task, setting), "rt", encoding="utf-8") as f:
+            return [json.loads(line) for line in f if line.strip()]
+
     def save(self, task: str, setting: DecodeSetting, records: list[dict], summary: dict) -> None:
         """Write the samples, then the run file (its presence marks the pair done)."""
         samples = self.samples_file(task, setting)
@@ -149,7 +157,8 @@ def run_sweep(stores: dict[str, SweepStore], rows: dict[str, list[dict]], grid: 
               seed: int = 0, progress: bool = True, record: dict | None = None) -> dict[str, list[dict]]:
     """Evaluate every (task, setting) not yet in its store (the model is loaded by ``load()`` only if any is left),
     saving each as it finishes; ``record`` (e.g. threads, host) is added to each new summary, since a resumed
-    sweep's rows need not share one machine. Returns ``{task: [summary per setting]}`` in grid order."""
+    sweep's rows need not share one machine. Returns ``{task: [summary per setting]}`` in grid order, each with its
+    agreement with the sweep's ``generate`` row (:mod:`selfdistill.eval.agreement`) when the grid has one."""
     import torch
     from tqdm.auto import tqdm
 
@@ -176,7 +185,9 @@ def run_sweep(stores: dict[str, SweepStore], rows: dict[str, list[dict]], grid: 
             done[(task, setting.name)] = summary
             tqdm.write(f"{task:>12} {setting.name:<28} acc {summary['accuracy']:.3f} "
                        f"tok/fwd {summary['tokens_per_forward_mean']:.2f} tok/s {summary['tokens_per_second']:.1f}")
-    return {task: [done[(task, s.name)] for s in grid] for task in rows}
+    by_name = {s.name: s for s in grid}
+    return add_agreement({task: [done[(task, s.name)] for s in grid] for task in rows},
+                         lambda task, s: stores[task].records(task, by_name[s["setting"]["name"]]))
 
 
 def by_subtask(records: list[dict]) -> dict[str, dict]:
@@ -217,22 +228,28 @@ def _fmt(v: float | None, digits: int) -> str:
     return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{digits}f}"
 
 
+def _pct(v: float | None) -> str:
+    return _fmt(None if v is None else 100 * v, 1)
+
+
 def frontier_markdown(rows_by_task: dict[str, list[dict]], *, model: str, batch_size: int) -> str:
     """One markdown table per task: every setting, frontier members marked (README-includable)."""
     lines = [f"# Accuracy vs speed: `{model}`", "",
              "Accuracy ± standard error (%); tokens per forward pass, mean ± std over samples (prefill pass "
-             f"counted); tokens/s measured at batch size {batch_size}. Frontier (non-dominated, higher is better "
-             "on both axes): **F** accuracy vs tokens per forward, **T** accuracy vs tokens/s.", ""]
+             f"counted); tokens/s measured at batch size {batch_size}; agreement with the same model's greedy "
+             "output (the generate row): extracted answer / exact completion (%). Frontier (non-dominated, higher "
+             "is better on both axes): **F** accuracy vs tokens per forward, **T** accuracy vs tokens/s.", ""]
     for task, rows in rows_by_task.items():
         lines += [f"## {task} (n = {rows[0]['n']})", "",
-                  "| setting | accuracy (%) | tokens / forward | tokens / s | frontier |",
-                  "|---|---:|---:|---:|:---:|"]
+                  "| setting | accuracy (%) | tokens / forward | tokens / s | agreement (%) | frontier |",
+                  "|---|---:|---:|---:|---:|:---:|"]
         for r in rows:
             marks = "".join(m for m, key in (("F", "frontier_tokens_per_forward"), ("T", "frontier_tokens_per_second"))
                             if r[key])
             lines.append(f"| {r['setting']} | {_fmt(100 * r['accuracy'], 1)} ± {_fmt(100 * r['accuracy_stderr'], 1)} "
                          f"| {_fmt(r['tokens_per_forward_mean'], 2)} ± {_fmt(r['tokens_per_forward_std'], 2)} "
-                         f"| {_fmt(r['tokens_per_second'], 1)} | {marks} |")
+                         f"| {_fmt(r['tokens_per_second'], 1)} | {_pct(r['answer_agreement'])} / "
+                         f"{_pct(r['exact_agreement'])} | {marks} |")
         lines.append("")
     return "\n".join(lines)
 

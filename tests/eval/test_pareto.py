@@ -71,6 +71,10 @@ def test_tiny_sweep_writes_reports_and_resumes(pareto, ckpt, tmp_path, monkeypat
     samples = [json.loads(line) for line in open(root / "samples/synthetic__generate.jsonl")]
     assert len(samples) == 20 and {"completion", "extracted", "gold", "correct", "forward_passes"} <= set(samples[0])
     assert "## synthetic (n = 20)" in (root / "frontier.md").read_text()
+    # agreement with the generate row of the same sweep: 1 for itself, a fraction for ConfAdapt
+    assert float(rows[0]["answer_agreement"]) == float(rows[0]["exact_agreement"]) == 1.0
+    assert 0.0 <= float(rows[1]["exact_agreement"]) <= float(rows[1]["answer_agreement"]) <= 1.0
+    assert summary["results"]["synthetic"][1]["agreement_n"] == 20
 
     # Re-run with one more setting: only the new one is decoded, the table holds all three.
     calls.clear()
