@@ -41,3 +41,25 @@ def save_tiny_checkpoint(directory: str | Path, *, vocab_size: int = 320, with_m
     model.save_pretrained(directory)
     tokenizer.save_pretrained(directory)
     return directory
+
+
+def attach_random_adapter(model, tokenizer, *, rank: int = 2, std: float = 1.0, seed: int = 0,
+                          base_vocab_size: int | None = None):
+    """Add ``<mtp>`` to ``model``/``tokenizer`` (a no-op if they have it; ``base_vocab_size`` then says the size
+    before), apply gated LoRA and make its ``B`` matrices non-zero (so mask positions really differ from the
+    base); returns the model."""
+    import torch
+
+    from selfdistill.models import gated_lora
+    from selfdistill.models.mask_token import add_mask_token
+
+    vocab = base_vocab_size or model.get_input_embeddings().weight.shape[0]
+    mask_id = add_mask_token(model, tokenizer)
+    gated_lora.apply_gated_lora(model, gated_lora.GatedLoRAConfig(rank=rank, alpha=2.0 * rank),
+                                mask_token_id=mask_id, base_vocab_size=vocab)
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, gated_lora.GatedLoRALinear):
+                m.lora_B.copy_(torch.randn(m.lora_B.shape, generator=gen, dtype=m.lora_B.dtype) * std)
+    return model

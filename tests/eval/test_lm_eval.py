@@ -5,7 +5,7 @@ import pytest
 import torch
 import yaml
 
-from support import save_tiny_checkpoint
+from support import attach_random_adapter, save_tiny_checkpoint
 
 pytest.importorskip("lm_eval")
 
@@ -123,20 +123,10 @@ def test_an_adapter_folder_loads_through_the_one_loader_and_verify_matches_the_b
     from selfdistill.eval.harness import SelfDistillLM
     from selfdistill.models import gated_lora as gl
     from selfdistill.models.loader import load_model
-    from selfdistill.models.mask_token import mask_token_id_from
 
     plain = save_tiny_checkpoint(tmp_path / "plain", with_mask_token=False)
     model, tok = load_model(str(plain), dtype="float64")
-    vocab = model.get_input_embeddings().weight.shape[0]
-    from selfdistill.models.mask_token import add_mask_token
-
-    add_mask_token(model, tok)
-    gl.apply_gated_lora(model, gl.GatedLoRAConfig(rank=2), mask_token_id=mask_token_id_from(model),
-                        base_vocab_size=vocab)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, gl.GatedLoRALinear):
-                m.lora_B.normal_()
+    attach_random_adapter(model, tok)
     gl.save_gated_lora(model, tok, tmp_path / "adapter", base_model=str(plain))
 
     class Req:

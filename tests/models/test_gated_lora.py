@@ -13,8 +13,9 @@ import torch
 from selfdistill.decode.decoder import mtp_generate
 from selfdistill.models import gated_lora as gl
 from selfdistill.models.loader import load_model
-from selfdistill.models.mask_token import mask_token_id_from
+from selfdistill.models.mask_token import add_mask_token, mask_token_id_from
 from selfdistill.models.tiny import tiny_model
+from support import attach_random_adapter
 from selfdistill.train.distill_step import distill_step, forward_slots
 from selfdistill.train.layout import build_layout
 
@@ -109,17 +110,9 @@ def test_save_then_load_is_exact(tmp_path):
 
 def test_load_model_applies_an_adapter_folder_to_its_base(tmp_path):
     base, tok = load_model("tiny-teacher", dtype="float64")
-    from selfdistill.models.mask_token import add_mask_token
-
     vocab = base.get_input_embeddings().weight.shape[0]
     add_mask_token(base, tok)
-    gated = copy.deepcopy(base)
-    gl.apply_gated_lora(gated, gl.GatedLoRAConfig(rank=2), mask_token_id=mask_token_id_from(base),
-                        base_vocab_size=vocab)
-    with torch.no_grad():
-        for m in gated.modules():
-            if isinstance(m, gl.GatedLoRALinear):
-                m.lora_B.normal_()
+    gated = attach_random_adapter(copy.deepcopy(base), tok, base_vocab_size=vocab)
     gl.save_gated_lora(gated, tok, tmp_path / "a", base_model="tiny-teacher")
     loaded, loaded_tok = load_model(str(tmp_path / "a"), dtype="float64")
     assert loaded_tok.convert_tokens_to_ids("<mtp>") == mask_token_id_from(loaded) == mask_token_id_from(gated)

