@@ -71,9 +71,15 @@ def mask_token_id_from(model) -> int | None:
 def mask_token_id_in_checkpoint(path_or_name: str) -> int | None:
     """The mask id a saved checkpoint carries, read from its ``config.json`` without loading any weights.
 
-    Only ``config.json`` is consulted: transformers 5.x drops unknown keys when it loads a generation config, so
+    A gated-LoRA adapter folder answers from its ``gated_lora_config.json``. Otherwise only ``config.json`` is consulted: transformers 5.x drops unknown keys when it loads a generation config, so
     the copy in ``generation_config.json`` never survives a reload.
     """
+    from pathlib import Path
+
     from transformers import AutoConfig
 
+    from selfdistill.models import gated_lora
+
+    if (Path(path_or_name) / gated_lora.CONFIG_FILE).is_file():  # an adapter folder carries its own mask id
+        return int(gated_lora.read_adapter_config(path_or_name)["mask_token_id"])
     return _first_mask_id(AutoConfig.from_pretrained(path_or_name))

@@ -132,3 +132,11 @@ def test_bad_configs_and_folders_are_refused(tmp_path):
     (tmp_path / gl.CONFIG_FILE).write_text('{"format": "peft", "format_version": 1}')
     with pytest.raises(ValueError, match="not a selfdistill-gated-lora v1 adapter"):
         gl.read_adapter_config(tmp_path)
+
+
+def test_an_adapter_folder_reports_its_mask_id_without_loading(tmp_path):
+    from selfdistill.models.mask_token import mask_token_id_in_checkpoint
+
+    _, gated = _pair("llama", "sdpa")
+    gl.save_gated_lora(gated, None, tmp_path, base_model="unused")
+    assert mask_token_id_in_checkpoint(str(tmp_path)) == mask_token_id_from(gated)
