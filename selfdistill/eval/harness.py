@@ -7,7 +7,8 @@ scored on any generative lm-eval task; loglikelihood requests are plain forward 
 lm-eval's ``HFLM``). model_args: ``pretrained`` (path, hub id, or ``tiny-student``/``tiny-teacher``),
 ``strategy`` (any of :func:`selfdistill.decode.registry.strategy_names`) and its options (``threshold``, ``k``,
 ``k_max``, ``mask_margin``: validated by the registry, unset ones take the strategy's defaults),
-``add_mask_token`` and HFLM's own (``batch_size``, ``dtype``, ``device``, ...).
+``add_mask_token``, ``agreement`` (also decode with plain ``generate`` and report ``exact_agreement`` and, on
+our ``sd_*`` tasks, ``answer_agreement`` with it) and HFLM's own (``batch_size``, ``dtype``, ``device``, ...).
 
 Tokens per forward pass (mean and std over requests, prefill counted) and tokens/s per task are kept by the
 model, reported in ``results["config"]["selfdistill_decoding"]`` by lm-eval itself (via ``get_model_info``) and
@@ -34,6 +35,7 @@ from lm_eval.models.huggingface import HFLM
 from tqdm.auto import tqdm
 
 from rewards import grade, grader_for_task
+from rewards.graders import EXTRACTORS
 from selfdistill.eval.evaluation import DecodeSetting, decode_batch, speed_summary
 from selfdistill.data.prompts import fewshot_prefix_for, render_prompt
 
@@ -47,7 +49,7 @@ class SelfDistillLM(HFLM):
 
     def __init__(self, pretrained="tiny-student", strategy: str = "conf_adapt", threshold: float | None = None,
                  k: int | None = None, k_max: int | None = None, mask_margin: int | None = None,
-                 add_mask_token: bool = False, **kwargs):
+                 add_mask_token: bool = False, agreement: bool = False, **kwargs):
         # model_args arrive as strings or numbers; the registry validates them (NaN / negative thresholds refused)
         self.setting = DecodeSetting(strategy=strategy, k=_opt(k, int), threshold=_opt(threshold, float),
                                      k_max=_opt(k_max, int), mask_margin=_opt(mask_margin, int))
@@ -63,6 +65,8 @@ class SelfDistillLM(HFLM):
                 raise ValueError(f"{pretrained} has no <mtp> mask token, which strategy {strategy!r} needs; use a "
                                  "distilled checkpoint or add_mask_token=True (untrained mask, step-0 baseline)")
             add_mask(self.model, self.tokenizer)
+        #: Also decode every request with plain ``generate`` and report agreement with it (twice the decoding).
+        self.agreement = _as_bool(agreement)
         #: One entry per generate_until request: task, new tokens, forward passes, its batch's decode seconds.
         self.decode_records: list[dict] = []
         self._decode_seconds: dict[str, float] = defaultdict(float)
@@ -89,14 +93,30 @@ class SelfDistillLM(HFLM):
             gens = decode_batch(self.model, self.tokenizer, [requests[i].args[0] for i in idx], self.setting,
                                 max_new_tokens=max_new, stops=until, batch_size=batch_size)
             self._decode_seconds[task] += time.perf_counter() - t0
-            for i, g in zip(idx, gens):
+            same = self._agreement([requests[i] for i in idx], gens, max_new=max_new, stops=until, batch=batch_size)
+            for i, g, agree in zip(idx, gens, same):
                 out[i] = g.text
                 self.decode_records.append({"task": task, "new_tokens": g.new_tokens,
                                             "forward_passes": g.forward_passes,
-                                            "tokens_per_forward": g.new_tokens / max(g.forward_passes, 1)})
+                                            "tokens_per_forward": g.new_tokens / max(g.forward_passes, 1)} | agree)
                 self.cache_hook.add_partial("generate_until", requests[i].args, g.text)
             pbar.update(len(idx))
         pbar.close()
+        return out
+
+    def _agreement(self, requests, gens, *, max_new: int, stops: list[str], batch: int) -> list[dict]:
+        """Per request, with ``agreement``: is its completion (and, for our sd_* tasks, its extracted answer) the
+        same as plain greedy ``generate``'s? (METHOD.md section 5; :mod:`selfdistill.eval.agreement`.)"""
+        if not self.agreement:
+            return [{} for _ in gens]
+        ref = decode_batch(self.model, self.tokenizer, [r.args[0] for r in requests], DecodeSetting(strategy="generate"),
+                           max_new_tokens=max_new, stops=stops, batch_size=batch)
+        out = []
+        for req, g, r in zip(requests, gens, ref):
+            doc_task = (getattr(req, "doc", None) or {}).get("task")
+            extract = EXTRACTORS[grader_for_task(doc_task)] if doc_task else None
+            out.append({"exact_agreement": float(g.text == r.text),
+                        "answer_agreement": None if extract is None else float(extract(g.text) == extract(r.text))})
         return out
 
     def decode_summary(self) -> dict:
@@ -108,12 +128,21 @@ class SelfDistillLM(HFLM):
         return {"setting": self.setting.name, "strategy": self.setting.strategy, "k": self.setting.k,
                 "threshold": self.setting.threshold, "k_max": self.setting.k_max,
                 "per_task": {t: {"n": len(rs)} | speed_summary(rs, seconds=self._decode_seconds[t], batch_size=batch)
-                             for t, rs in per_task.items()}}
+                             | _agreement_means(rs) for t, rs in per_task.items()}}
 
     def get_model_info(self) -> dict:
         # HFLM's version asks the hub for the model's sha (network); the rest is what matters offline.
         return {"model_num_parameters": sum(p.numel() for p in self.model.parameters()),
                 "model_dtype": str(self.model.dtype), "selfdistill_decoding": self.decode_summary()}
+
+
+def _agreement_means(records: list[dict]) -> dict:
+    means = {}
+    for key in ("answer_agreement", "exact_agreement"):
+        values = [r[key] for r in records if r.get(key) is not None]
+        if values:
+            means[key] = sum(values) / len(values)
+    return means
 
 
 def add_decode_metrics(results: dict) -> dict:
@@ -125,7 +154,8 @@ def add_decode_metrics(results: dict) -> dict:
             results["results"][task].update({
                 "tokens_per_forward,none": stats["tokens_per_forward_mean"],
                 "tokens_per_forward_std,none": stats["tokens_per_forward_std"],
-                "tokens_per_second,none": stats["tokens_per_second"]})
+                "tokens_per_second,none": stats["tokens_per_second"]}
+                | {f"{key},none": stats[key] for key in ("answer_agreement", "exact_agreement") if key in stats})
     return results
 
 

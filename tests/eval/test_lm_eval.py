@@ -49,6 +49,7 @@ def test_simple_evaluate_reports_accuracy_and_tokens_per_forward_like_the_sweep(
     assert stats["n"] == 4 and stats["new_tokens"] == 4 * 6  # a random model never stops early
     assert 1.0 <= metrics["tokens_per_forward,none"] == stats["tokens_per_forward_mean"] <= 4.0
     assert metrics["tokens_per_second,none"] > 0
+    assert "exact_agreement,none" not in metrics  # only with agreement=true
 
     # The same rows and setting through the sweep's scoring core give the same completions and verdicts.
     model = AutoModelForCausalLM.from_pretrained(ckpt, dtype=torch.float64).eval()
@@ -152,3 +153,19 @@ def test_lm_eval_model_args_go_through_the_same_validation(bad, monkeypatch):
     monkeypatch.setattr(HFLM, "__init__", lambda *a, **k: (_ for _ in ()).throw(AssertionError("loaded")))
     with pytest.raises(ValueError, match="threshold|not a valid"):
         SelfDistillLM(pretrained="tiny-student", strategy="conf_adapt", threshold=bad)
+
+
+def test_agreement_with_plain_greedy_is_reported_per_task(ckpt):
+    args = {"pretrained": str(ckpt), "strategy": "verify", "k_max": 3, "batch_size": 2, "device": "cpu",
+            "dtype": "float64", "agreement": "true"}
+    results = simple_evaluate(model="selfdistill", model_args=args, tasks=["sd_synthetic"], limit=3,
+                              gen_kwargs={"max_gen_toks": 5},
+                              task_manager=TaskManager(include_path=str(TASKS_DIR), include_defaults=False))
+    metrics = add_decode_metrics(results)["results"]["sd_synthetic"]
+    assert metrics["exact_agreement,none"] == metrics["answer_agreement,none"] == 1.0  # verify is lossless
+    args = {k: v for k, v in args.items() if k != "k_max"} | {"strategy": "static", "k": 3}
+    static = simple_evaluate(model="selfdistill", model_args=args, tasks=["sd_synthetic"], limit=3,
+                             gen_kwargs={"max_gen_toks": 5},
+                             task_manager=TaskManager(include_path=str(TASKS_DIR), include_defaults=False))
+    stats = static["config"]["selfdistill_decoding"]["per_task"]["sd_synthetic"]
+    assert 0.0 <= stats["exact_agreement"] <= stats["answer_agreement"] <= 1.0
