@@ -189,7 +189,8 @@ def main(cfg: ParetoConfig) -> Path:
     """Run the sweep (skipping finished pairs), then write the reports. Returns ``results/<name>``."""
     import torch
 
-    from selfdistill.eval.sweep import SweepStore, needs_mask_token, run_sweep, write_reports
+    from selfdistill.eval.reports import write_reports
+    from selfdistill.eval.sweep import SweepStore, needs_mask_token, run_sweep
     from selfdistill.eval.task_suites import suite_rows
     from selfdistill.provenance import provenance
 

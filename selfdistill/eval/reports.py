@@ -1,0 +1,155 @@
+"""The reports of a finished sweep: ``summary.csv``, ``summary.json``, ``frontier.md`` and ``plots/<task>.png``
+(layout and metrics: :mod:`selfdistill.eval.sweep`)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+from selfdistill.decode.registry import strategy_class, strategy_names
+from selfdistill.eval.evaluation import DecodeSetting
+from selfdistill.eval.frontier import frontier_mask
+
+#: The two frontiers reported per task: (name, x column, x label). Accuracy is always the y axis.
+FRONTIERS = (("tokens_per_forward", "tokens_per_forward_mean", "tokens per forward pass"),
+             ("tokens_per_second", "tokens_per_second", "tokens / s"))
+CSV_COLUMNS = ("task", "setting", "strategy", "k", "threshold", "k_max", "mask_margin", "n", "accuracy",
+               "accuracy_stderr", "tokens_per_forward_mean", "tokens_per_forward_std", "tokens_per_second",
+               "answer_agreement", "exact_agreement", "batch_size", "num_threads", "host", "seconds", "new_tokens",
+               "forward_passes", "frontier_tokens_per_forward", "frontier_tokens_per_second")
+
+
+def table_rows(task: str, summaries: Sequence[dict]) -> list[dict]:
+    """Flat rows (:data:`CSV_COLUMNS`) of one task's summaries, with both frontier memberships marked."""
+    rows = []
+    for s in summaries:
+        st = s["setting"]
+        row = {c: s.get(c) for c in CSV_COLUMNS}
+        options = {o.name for o in strategy_class(st["strategy"]).options}  # older records hold every field
+        row.update(task=task, setting=st["name"], strategy=st["strategy"],
+                   **{k: st.get(k) if k in options else None for k in ("k", "threshold", "k_max", "mask_margin")})
+        rows.append(row)
+    for name, xcol, _ in FRONTIERS:
+        for row, on in zip(rows, frontier_mask(rows, x=xcol, y="accuracy")):
+            row[f"frontier_{name}"] = on
+    return rows
+
+
+def write_csv(path: Path, rows: Sequence[dict]) -> None:
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: ("" if r.get(k) is None else r[k]) for k in CSV_COLUMNS})
+
+
+def _fmt(v: float | None, digits: int) -> str:
+    return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{digits}f}"
+
+
+def _pct(v: float | None) -> str:
+    return _fmt(None if v is None else 100 * v, 1)
+
+
+def frontier_markdown(rows_by_task: dict[str, list[dict]], *, model: str, batch_size: int) -> str:
+    """One markdown table per task: every setting, frontier members marked (README-includable)."""
+    lines = [f"# Accuracy vs speed: `{model}`", "",
+             "Accuracy ± standard error (%); tokens per forward pass, mean ± std over samples (prefill pass "
+             f"counted); tokens/s measured at batch size {batch_size}; agreement with the same model's greedy "
+             "output (the generate row): extracted answer / exact completion (%). Frontier (non-dominated, higher "
+             "is better on both axes): **F** accuracy vs tokens per forward, **T** accuracy vs tokens/s.", ""]
+    for task, rows in rows_by_task.items():
+        lines += [f"## {task} (n = {rows[0]['n']})", "",
+                  "| setting | accuracy (%) | tokens / forward | tokens / s | agreement (%) | frontier |",
+                  "|---|---:|---:|---:|---:|:---:|"]
+        for r in rows:
+            marks = "".join(m for m, key in (("F", "frontier_tokens_per_forward"), ("T", "frontier_tokens_per_second"))
+                            if r[key])
+            lines.append(f"| {r['setting']} | {_fmt(100 * r['accuracy'], 1)} ± {_fmt(100 * r['accuracy_stderr'], 1)} "
+                         f"| {_fmt(r['tokens_per_forward_mean'], 2)} ± {_fmt(r['tokens_per_forward_std'], 2)} "
+                         f"| {_fmt(r['tokens_per_second'], 1)} | {_pct(r['answer_agreement'])} / "
+                         f"{_pct(r['exact_agreement'])} | {marks} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def plot_task(path: Path, task: str, rows: Sequence[dict], *, model: str, batch_size: int) -> None:
+    """Accuracy vs tokens per forward (left) and vs tokens/s (right): ConfAdapt curve, static-k points, verify,
+    the generate baseline, error bars = standard error, frontier drawn as a step line and ringed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.6))
+    for ax, (name, xcol, xlabel) in zip(axes, FRONTIERS):
+        for strategy in strategy_names():
+            unit = strategy_class(strategy)
+            style = unit.plot_style | {"label": unit.label}
+            pts = [r for r in rows if r["strategy"] == strategy and _finite(r[xcol])]
+            if unit.curve is not None:
+                pts.sort(key=lambda r: -r[unit.curve])
+            if not pts:
+                continue
+            if name == "tokens_per_second":
+                style = style | {"ls": "none"}  # measured speed need not fall with the threshold: no curve
+            ax.errorbar([r[xcol] for r in pts], [100 * r["accuracy"] for r in pts],
+                        yerr=[100 * _nan0(r["accuracy_stderr"]) for r in pts], capsize=2, **style)
+            for r in pts:
+                label = _point_label(r)
+                if label:
+                    ax.annotate(label, (r[xcol], 100 * r["accuracy"]), fontsize=7, xytext=(3, 3),
+                                textcoords="offset points")
+        front = sorted((r for r in rows if r[f"frontier_{name}"]), key=lambda r: r[xcol])
+        if front:
+            ax.step([r[xcol] for r in front], [100 * r["accuracy"] for r in front], where="post", color="red",
+                    alpha=0.35, lw=6, zorder=0, label="Pareto frontier")
+            ax.scatter([r[xcol] for r in front], [100 * r["accuracy"] for r in front], s=160, facecolors="none",
+                       edgecolors="red", zorder=5)
+        ax.set_xlabel(xlabel + (f" (batch size {batch_size})" if name == "tokens_per_second" else ""))
+        ax.set_ylabel("accuracy (%)")
+        ax.set_ylim(-2, min(102, 100 * max(r["accuracy"] for r in rows) * 1.15 + 5))
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8, loc="best")
+    fig.suptitle(f"{task}: {model} (n = {rows[0]['n']})")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _point_label(row: dict) -> str | None:
+    return DecodeSetting(strategy=row["strategy"], **{k: row.get(k) for k in ("k", "threshold", "k_max",
+                                                                              "mask_margin")}).unit.point_label()
+
+
+def _finite(v) -> bool:
+    return v is not None and not (isinstance(v, float) and math.isnan(v))
+
+
+def _nan0(v) -> float:
+    return 0.0 if not _finite(v) else v
+
+
+def write_reports(root: Path, summaries: dict[str, list[dict]], *, meta: dict, plots: bool = True) -> dict[str, Path]:
+    """``summary.csv``, ``summary.json``, ``frontier.md`` and (``plots``) ``plots/<task>.png`` from the finished
+    summaries ``{task: [summary per setting]}``; ``meta`` (provenance, config) goes into ``summary.json``.
+    Returns the written paths by kind."""
+    rows_by_task = {task: table_rows(task, s) for task, s in summaries.items() if s}
+    all_rows = [r for rows in rows_by_task.values() for r in rows]
+    written = {"csv": root / "summary.csv", "json": root / "summary.json", "markdown": root / "frontier.md"}
+    write_csv(written["csv"], all_rows)
+    frontiers = {task: {name: [r["setting"] for r in sorted(rows, key=lambda r: r[xcol]) if r[f"frontier_{name}"]]
+                        for name, xcol, _ in FRONTIERS} for task, rows in rows_by_task.items()}
+    written["json"].write_text(json.dumps(meta | {"results": summaries, "frontier": frontiers}, indent=2,
+                                          default=str))
+    model, batch = meta["config"]["model"], meta["config"]["batch_size"]
+    written["markdown"].write_text(frontier_markdown(rows_by_task, model=model, batch_size=batch))
+    if plots:
+        for task, rows in rows_by_task.items():
+            written[f"plot_{task}"] = root / "plots" / f"{task}.png"
+            plot_task(written[f"plot_{task}"], task, rows, model=model, batch_size=batch)
+    return written
