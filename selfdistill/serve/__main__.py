@@ -1,0 +1,87 @@
+"""``python -m selfdistill.serve`` / ``selfdistill-serve``: load a model and serve it over HTTP (uvicorn).
+
+    python -m selfdistill.serve --model tiny-student                                  # 127.0.0.1:8000
+    python -m selfdistill.serve --model runs/x --strategy verify --k-max 8 --max-batch 16 --port 8001
+    python -m selfdistill.serve --model smollm2-135m-instruct --strategy static --k 1 --dtype bfloat16
+
+Options are read like every script's (:func:`selfdistill.cli.parse_config`); a bad one (unknown strategy, an
+option the strategy does not take, a missing checkpoint or chat template file) is a usage error before anything
+loads.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass(kw_only=True)
+class ServeConfig:
+    model: str = field(default="tiny-student", metadata={"help": "alias, checkpoint or adapter folder, or hub id"})
+    served_model_name: str | None = field(default=None, metadata={
+        "help": "the name clients pass as `model` (default: --model as given)"})
+    strategy: str = field(default="conf_adapt", metadata={"help": "decoding strategy of the registry"})
+    threshold: float | None = None
+    k: int | None = None
+    k_max: int | None = None
+    mask_margin: int | None = None
+    max_batch: int = field(default=16, metadata={"help": "rows in flight per decoding setting"})
+    max_engines: int = field(default=4, metadata={
+        "help": "distinct decoding settings (per-request `selfdistill` options) held at once"})
+    dtype: str | None = field(default=None, metadata={"help": "float32 | bfloat16 | float16 | float64 (default: "
+                                                              "the checkpoint's)"})
+    device: str | None = field(default="auto", metadata={"help": "cpu | cuda | auto"})
+    chat_template: str | None = field(default=None, metadata={
+        "help": "a Jinja chat template file for /v1/chat/completions (default: the tokenizer's)"})
+    default_max_tokens: int = field(default=256, metadata={"help": "chat budget when a request gives none"})
+    host: str = "127.0.0.1"
+    port: int = 8000
+    log_level: str = "info"
+
+
+def check_config(cfg: ServeConfig) -> None:
+    """Usage errors before any model loads."""
+    from selfdistill.decode.registry import make_strategy
+    from selfdistill.models.loader import resolve_model_path
+
+    unit = make_strategy(cfg.strategy, threshold=cfg.threshold, k=cfg.k, k_max=cfg.k_max,
+                         mask_margin=cfg.mask_margin)
+    if unit.baseline:
+        raise ValueError(f"--strategy {cfg.strategy} is a model.generate baseline; serve plain greedy decoding with "
+                         "--strategy static --k 1")
+    for name in ("max_batch", "max_engines", "default_max_tokens"):
+        if getattr(cfg, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(cfg, name)}")
+    if not 0 <= cfg.port <= 65535:
+        raise ValueError(f"--port must be in 0..65535, got {cfg.port}")
+    if cfg.chat_template is not None and not Path(cfg.chat_template).is_file():
+        raise FileNotFoundError(f"--chat-template {cfg.chat_template}: no such file")
+    resolve_model_path(cfg.model)
+
+
+def build_app(cfg: ServeConfig):
+    """Load the model and make the app (the heavy part of :func:`main`)."""
+    from selfdistill.decode.registry import make_strategy
+    from selfdistill.models.loader import load_model
+    from selfdistill.serve.app import create_app
+
+    model, tokenizer = load_model(cfg.model, dtype=cfg.dtype, device=cfg.device)
+    unit = make_strategy(cfg.strategy, threshold=cfg.threshold, k=cfg.k, k_max=cfg.k_max, mask_margin=cfg.mask_margin)
+    template = Path(cfg.chat_template).read_text() if cfg.chat_template else None
+    return create_app(model, tokenizer, model_name=cfg.served_model_name or cfg.model, strategy=unit,
+                      max_batch=cfg.max_batch, max_engines=cfg.max_engines, chat_template=template,
+                      default_max_tokens=cfg.default_max_tokens)
+
+
+def main(argv: list[str] | None = None) -> None:
+    import uvicorn
+
+    from selfdistill.cli import parse_config
+
+    cfg = parse_config(ServeConfig, argv, check=check_config, prog="python -m selfdistill.serve",
+                       description="OpenAI-compatible server over the multi-token decoding engine")
+    uvicorn.run(build_app(cfg), host=cfg.host, port=cfg.port, log_level=cfg.log_level)
+
+
+if __name__ == "__main__":
+    main()

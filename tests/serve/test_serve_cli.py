@@ -1,0 +1,39 @@
+"""The command lines: ``python -m selfdistill.serve`` refuses bad options before loading anything, and
+``scripts/bench_serve.py`` runs end to end with tiny limits (a real server subprocess and HTTP clients)."""
+
+import csv
+import json
+
+import pytest
+from support import load_script
+
+pytest.importorskip("fastapi")
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--strategy", "generate"], "model.generate baseline"),
+    (["--strategy", "static", "--threshold", "0.5"], "takes no option threshold"),
+    (["--max-batch", "0"], "--max-batch must be >= 1"),
+    (["--chat-template", "/no/such/template.jinja"], "no such file"),
+    (["--model", "/no/such/ckpt"], "no such folder"),
+])
+def test_serve_refuses_bad_options_before_loading(capsys, argv, message):
+    from selfdistill.serve.__main__ import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_bench_serve_smoke(tmp_path):
+    bench = load_script("bench_serve")
+    rows = bench.main(["--requests", "2", "--max-tokens", "6", "--warmup", "0", "--concurrency", "1", "2",
+                       "--settings", "conf_adapt_0.9", "--out", str(tmp_path)])
+    assert [(r["setting"], r["concurrency"]) for r in rows] == [
+        ("plain_static_k1", 1), ("conf_adapt_0.9", 1), ("plain_static_k1", 2), ("conf_adapt_0.9", 2)]
+    assert all(r["requests"] == 2 and 0 < r["output_tokens"] <= 12 and r["ttft_mean_s"] > 0 for r in rows)
+    assert [r["ratio_to_plain"] for r in rows if r["setting"] == "plain_static_k1"] == [1.0, 1.0]
+    with open(tmp_path / "bench.csv") as f:
+        assert len(list(csv.DictReader(f))) == 4
+    record = json.loads((tmp_path / "bench.json").read_text())
+    assert record["provenance"]["hardware"] and "bench_serve.py" in record["provenance"]["command"]
