@@ -47,7 +47,8 @@ def adapter_path() -> Path:
     if not (ADAPTER_DIR / "gated_lora_config.json").is_file():
         raise FileNotFoundError(f"the {MTP_ALIAS} adapter is missing from {ADAPTER_DIR}; train it with "
                                 "`python scripts/online_distill.py --config configs/smollm2_135m_gated.yaml` and "
-                                "copy the run's adapter/ folder there")
+                                "copy its output folder (gated_lora_config.json, gated_lora.safetensors, tokenizer "
+                                "files, run_record.json) there")
     return ADAPTER_DIR
 
 

@@ -73,3 +73,19 @@ def test_verify_with_the_adapter_equals_the_base_models_greedy_generate(base_and
         want = base.generate(ids, max_new_tokens=12, do_sample=False, pad_token_id=tok.pad_token_id)[0, ids.shape[1]:]
         out = mtp_generate(gated, ids, strategy="verify", k_max=4, max_new_tokens=12, tokenizer=tok)
         assert out.sequences[0] == want.tolist()[: len(out.sequences[0])] and len(out.sequences[0]) > 0
+
+
+def test_the_shipped_adapter_loads_offline_and_verify_equals_the_base_models_greedy():
+    """``smollm2-135m-mtp``: the trained gated-LoRA adapter shipped in the package, applied to its base."""
+    model, tok = load_model(smollm2.MTP_ALIAS, dtype="float64")
+    base, _ = load_model(smollm2.ALIAS, dtype="float64")
+    from selfdistill.models.gated_lora import gated_state, read_adapter_config
+
+    meta = read_adapter_config(smollm2.adapter_path())
+    assert gated_state(model) is not None and meta["base_model"] == smollm2.ALIAS
+    assert mask_token_id_from(model) == meta["mask_token_id"] == tok.convert_tokens_to_ids("<mtp>")
+    for prompt in _prompts(tok):
+        ids = torch.tensor([prompt])
+        want = base.generate(ids, max_new_tokens=12, do_sample=False, pad_token_id=tok.pad_token_id)[0, ids.shape[1]:]
+        out = mtp_generate(model, ids, strategy="verify", k_max=4, max_new_tokens=12, tokenizer=tok)
+        assert out.sequences[0] == want.tolist()[: len(out.sequences[0])] and len(out.sequences[0]) > 0
