@@ -12,41 +12,58 @@ Writes ``results/bench_train/<timestamp>.json`` and ``.md`` with the command and
 
 from __future__ import annotations
 
-import argparse
 import json
 import multiprocessing as mp
 import platform
 import resource
 import sys
 import time
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
 MODES = ("sft", "distill")
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--arch", default="llama", choices=("llama", "qwen3"))
-    p.add_argument("--vocab_size", type=int, default=4096)
-    p.add_argument("--hidden_size", type=int, default=256)
-    p.add_argument("--num_layers", type=int, default=4)
-    p.add_argument("--batch_size", type=int, default=8)
-    p.add_argument("--seq_len", type=int, default=160)
-    p.add_argument("--num_regions", type=int, default=5)
-    p.add_argument("--k", type=int, default=4)
-    p.add_argument("--steps", type=int, default=5)
-    p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    p.add_argument("--attn_implementation", default="sdpa", choices=("sdpa", "eager"))
-    p.add_argument("--out", default="results/bench_train")
-    args = p.parse_args(argv)
-    if args.steps < 1 or args.warmup < 0:
-        p.error("--steps must be >= 1 and --warmup >= 0")
-    return args
+@dataclass(kw_only=True)
+class TrainBenchConfig:
+    arch: str = field(default="llama", metadata={"help": "llama or qwen3"})
+    vocab_size: int = 4096
+    hidden_size: int = 256
+    num_layers: int = 4
+    batch_size: int = 8
+    seq_len: int = 160
+    num_regions: int = 5
+    k: int = 4
+    steps: int = 5
+    warmup: int = 2
+    device: str = field(default="auto", metadata={"help": "auto, cpu or cuda"})
+    attn_implementation: str = field(default="sdpa", metadata={"help": "sdpa or eager"})
+    out: str = "results/bench_train"
 
 
-def _measure(mode: str, args: argparse.Namespace, queue) -> None:
+def check_args(cfg: TrainBenchConfig) -> None:
+    """Every option error as a ``ValueError`` naming it, before any model is built; resolves ``device``."""
+    from selfdistill.models.loader import resolve_device
+    from selfdistill.train.layout import region_geometry
+
+    if cfg.arch not in ("llama", "qwen3") or cfg.attn_implementation not in ("sdpa", "eager"):
+        raise ValueError(f"--arch must be llama or qwen3 and --attn_implementation sdpa or eager, got "
+                         f"{cfg.arch!r}, {cfg.attn_implementation!r}")
+    if cfg.steps < 1 or cfg.warmup < 0 or min(cfg.vocab_size, cfg.hidden_size, cfg.num_layers, cfg.batch_size) < 1:
+        raise ValueError("--steps, --vocab_size, --hidden_size, --num_layers, --batch_size must be >= 1, --warmup >= 0")
+    region_geometry(cfg.seq_len, cfg.k, cfg.num_regions)  # the layout must fit
+    cfg.device = resolve_device(cfg.device)
+
+
+def parse_args(argv=None) -> TrainBenchConfig:
+    from selfdistill.cli import parse_config
+
+    return parse_config(TrainBenchConfig, argv, check=check_args, prog="bench_train.py",
+                        description=__doc__.split("\n")[0])
+
+
+def _measure(mode: str, args: TrainBenchConfig, queue) -> None:
     import torch
 
     from selfdistill.train.distill_step import distill_step
@@ -102,12 +119,7 @@ def hardware(device: str) -> str:
     return f"CPU {platform.processor() or platform.machine()} x{torch.get_num_threads()} threads, torch {torch.__version__}"
 
 
-def main(args: argparse.Namespace) -> dict:
-    import torch
-
-    from selfdistill.models.loader import resolve_device
-
-    args.device = resolve_device(args.device)
+def main(args: TrainBenchConfig) -> dict:
     ctx = mp.get_context("spawn")
     results = {}
     for mode in MODES:
@@ -120,7 +132,7 @@ def main(args: argparse.Namespace) -> dict:
     ratio_m = results["distill"]["peak_memory_mib"] / results["sft"]["peak_memory_mib"]
     memory_kind = "CUDA max_memory_allocated" if args.device == "cuda" else "process peak RSS"
     record = {"command": " ".join([sys.executable] + sys.argv), "hardware": hardware(args.device),
-              "utc": datetime.now(timezone.utc).isoformat(timespec="seconds"), "settings": vars(args),
+              "utc": datetime.now(timezone.utc).isoformat(timespec="seconds"), "settings": asdict(args),
               "results": results, "time_ratio_distill_over_sft": ratio_t, "memory_ratio_distill_over_sft": ratio_m,
               "memory_kind": memory_kind}
     lines = [f"| mode | s/step | peak MiB ({memory_kind}) |", "|---|---|---|"]
@@ -132,7 +144,7 @@ def main(args: argparse.Namespace) -> dict:
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     (out / f"{stamp}.json").write_text(json.dumps(record, indent=2))
     (out / f"{stamp}.md").write_text(f"Command: `{record['command']}`\n\nHardware: {record['hardware']}\n\n"
-                                     f"Model: {results['sft']['params_m']:.2f}M params, {vars(args)}\n\n"
+                                     f"Model: {results['sft']['params_m']:.2f}M params, {asdict(args)}\n\n"
                                      + "\n".join(lines) + "\n")
     return record
 

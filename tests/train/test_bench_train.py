@@ -1,0 +1,36 @@
+"""scripts/bench_train.py as a user runs it: the shared option parser, bad options refused before any work, and a
+tiny end-to-end run (each mode in its own spawned process) that writes its record."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from support import REPO, load_script
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--steps", "0"], "--steps"),
+    (["--arch", "gpt2"], "--arch must be llama or qwen3"),
+    (["--seq_len", "161"], "multiple of"),
+    (["--device", "gpu"], "unknown device"),
+])
+def test_bad_options_are_usage_errors(argv, message, capsys):
+    bench = load_script("bench_train")
+    with pytest.raises(SystemExit) as exit_:
+        bench.parse_args(argv)
+    assert exit_.value.code == 2 and message in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_a_tiny_run_writes_its_record(tmp_path):
+    cmd = [sys.executable, str(REPO / "scripts" / "bench_train.py"), "--hidden_size", "32", "--num_layers", "1",
+           "--vocab_size", "128", "--batch_size", "2", "--seq_len", "40", "--k", "3", "--steps", "1", "--warmup", "0",
+           "--device", "cpu", "--out", str(tmp_path)]
+    run = subprocess.run(cmd, capture_output=True, text=True, timeout=300,
+                         env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"})
+    assert run.returncode == 0, run.stderr[-2000:]
+    record = json.loads(next(tmp_path.glob("*.json")).read_text())
+    assert set(record["results"]) == {"sft", "distill"} and record["settings"]["hidden_size"] == 32
+    assert record["time_ratio_distill_over_sft"] > 0
