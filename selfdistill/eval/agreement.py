@@ -26,10 +26,18 @@ def agreement(records: Sequence[dict], reference: Sequence[dict]) -> dict[str, f
         raise ValueError("agreement needs the same items on both sides (paired by id)")
     if not records:
         raise ValueError("agreement of no items is undefined")
-    answers = sum(r["extracted"] == ref[r["id"]]["extracted"] for r in records)
-    exact = sum(r["completion"] == ref[r["id"]]["completion"] for r in records)
+    items = [item_agreement(r["completion"], ref[r["id"]]["completion"],
+                            answers=(r["extracted"], ref[r["id"]]["extracted"])) for r in records]
     n = len(records)
-    return {"answer_agreement": answers / n, "exact_agreement": exact / n, "agreement_n": n}
+    return {"answer_agreement": sum(i["answer_agreement"] for i in items) / n,
+            "exact_agreement": sum(i["exact_agreement"] for i in items) / n, "agreement_n": n}
+
+
+def item_agreement(completion: str, reference: str, *, answers: tuple | None = None) -> dict:
+    """One item: ``{"exact_agreement": 1.0|0.0, "answer_agreement": 1.0|0.0|None}``. ``answers``: the two
+    extracted answers (either may be ``None``, i.e. none found); ``None`` when the caller has no extractor."""
+    same_answer = None if answers is None else float(answers[0] == answers[1])
+    return {"exact_agreement": float(completion == reference), "answer_agreement": same_answer}
 
 
 def add_agreement(summaries: dict[str, list[dict]], records_of) -> dict[str, list[dict]]:

@@ -36,6 +36,7 @@ from tqdm.auto import tqdm
 
 from rewards import grade, grader_for_task
 from rewards.graders import EXTRACTORS
+from selfdistill.eval.agreement import item_agreement
 from selfdistill.eval.evaluation import DecodeSetting, decode_batch, speed_summary
 from selfdistill.data.prompts import fewshot_prefix_for, render_prompt
 
@@ -115,8 +116,8 @@ class SelfDistillLM(HFLM):
         for req, g, r in zip(requests, gens, ref):
             doc_task = (getattr(req, "doc", None) or {}).get("task")
             extract = EXTRACTORS[grader_for_task(doc_task)] if doc_task else None
-            out.append({"exact_agreement": float(g.text == r.text),
-                        "answer_agreement": None if extract is None else float(extract(g.text) == extract(r.text))})
+            answers = None if extract is None else (extract(g.text), extract(r.text))
+            out.append(item_agreement(g.text, r.text, answers=answers))
         return out
 
     def decode_summary(self) -> dict:
