@@ -1,5 +1,6 @@
 """scripts/bench_train.py as a user runs it: the shared option parser, bad options refused before any work, and a
-tiny end-to-end run (each mode in its own spawned process) that writes its record."""
+tiny end-to-end run (SFT, full-fine-tune distillation and gated-LoRA distillation, each in its own spawned process)
+that writes its record."""
 
 import json
 import subprocess
@@ -15,6 +16,9 @@ from support import REPO, load_script
     (["--arch", "gpt2"], "--arch must be llama or qwen3"),
     (["--seq_len", "161"], "multiple of"),
     (["--device", "gpu"], "unknown device"),
+    (["--modes", "sft", "dpo"], "--modes must be some of"),
+    (["--dtype", "float8"], "--dtype must be one of"),
+    (["--model", "/no/such/folder"], "/no/such/folder"),
 ])
 def test_bad_options_are_usage_errors(argv, message, capsys):
     bench = load_script("bench_train")
@@ -32,5 +36,8 @@ def test_a_tiny_run_writes_its_record(tmp_path):
                          env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"})
     assert run.returncode == 0, run.stderr[-2000:]
     record = json.loads(next(tmp_path.glob("*.json")).read_text())
-    assert set(record["results"]) == {"sft", "distill"} and record["settings"]["hidden_size"] == 32
-    assert record["time_ratio_distill_over_sft"] > 0
+    assert set(record["results"]) == {"sft", "distill", "distill_gated"} and record["settings"]["hidden_size"] == 32
+    assert record["ratios"]["distill_over_sft"]["time"] > 0 and record["commit"]
+    # gated LoRA trains the adapters and the mask row only; the other modes train every weight
+    trainable = {m: r["trainable_params_m"] for m, r in record["results"].items()}
+    assert trainable["distill_gated"] < trainable["sft"] == trainable["distill"] == record["results"]["sft"]["params_m"]
