@@ -11,6 +11,7 @@ request latency. Writes ``bench.csv`` and ``bench.json`` (with command, commit, 
 (default ``results/bench_serve/<name>/``). Never asserts on timing.
 
     .venv/bin/python scripts/bench_serve.py --model tiny-student --requests 64 --max-tokens 256
+    .venv/bin/python scripts/bench_serve.py --model smollm2-135m-mtp --k_max 5 --mask_margin 2 --requests 16
     .venv/bin/python scripts/bench_serve.py --model ADAPTER_DIR --dtype bfloat16 --name smollm2_adapter
     .venv/bin/python scripts/bench_serve.py --requests 2 --max-tokens 8 --concurrency 1 2 --out /tmp/x  # smoke
 """
@@ -51,6 +52,10 @@ class BenchServeConfig:
     device: str | None = "auto"
     gsm8k_path: str | None = field(default=None, metadata={"help": "default ../shared/data/gsm8k"})
     startup_timeout: float = field(default=300.0, metadata={"help": "seconds the server may take to load"})
+    k_max: int | None = field(default=None, metadata={
+        "help": "ConfAdapt/verify: positions read per pass (default: the strategy's); use the k the model was trained to"})
+    mask_margin: int | None = field(default=None, metadata={
+        "help": "ConfAdapt/verify: adaptive mask count, masks used last pass + this (default: k_max - 1 masks)"})
 
 
 def check_config(cfg: BenchServeConfig) -> None:
@@ -59,9 +64,18 @@ def check_config(cfg: BenchServeConfig) -> None:
     unknown = sorted(set(cfg.settings) - set(SETTINGS))
     if unknown:
         raise ValueError(f"--settings: unknown {unknown}; choose from {list(SETTINGS)}")
+    if (cfg.k_max is not None and cfg.k_max < 1) or (cfg.mask_margin is not None and cfg.mask_margin < 1):
+        raise ValueError("--k_max and --mask_margin must be >= 1")
     if cfg.requests < 1 or cfg.max_tokens < 1 or cfg.warmup < 0 or not cfg.concurrency or min(cfg.concurrency) < 1:
         raise ValueError("--requests, --max-tokens and every --concurrency must be >= 1, --warmup >= 0")
     check_output_folder(out_dir(cfg), flag="--out")
+
+
+def setting_options(cfg: BenchServeConfig) -> dict[str, dict]:
+    """Each setting's per-request options, with ``--k_max``/``--mask_margin`` given to the adaptive ones."""
+    extra = {name: v for name, v in (("k_max", cfg.k_max), ("mask_margin", cfg.mask_margin)) if v is not None}
+    return {name: opts | extra if opts["strategy"] in ("conf_adapt", "verify") else opts
+            for name, opts in SETTINGS.items()}
 
 
 def out_dir(cfg: BenchServeConfig) -> Path:
@@ -183,11 +197,12 @@ def main(argv: list[str] | None = None) -> list[dict]:
     run_provenance = provenance(["scripts/bench_serve.py", *(sys.argv[1:] if argv is None else argv)])
     prompts, stops = load_prompts(cfg)
     settings = ["plain_static_k1", *[s for s in cfg.settings if s != "plain_static_k1"]]
+    options = setting_options(cfg)
     rows = []
     with Server(cfg) as url:
         for conc in cfg.concurrency:  # settings interleaved inside each concurrency
             for setting in settings:
-                endpoint, bodies = request_bodies(url, cfg.model, prompts, stops, SETTINGS[setting],
+                endpoint, bodies = request_bodies(url, cfg.model, prompts, stops, options[setting],
                                                   max_tokens=cfg.max_tokens)
                 asyncio.run(run_load(endpoint, bodies[:cfg.warmup], 1))
                 records, seconds = asyncio.run(run_load(endpoint, bodies, conc))
@@ -207,7 +222,7 @@ def write(out: Path, rows: list[dict], cfg: BenchServeConfig, run_provenance: di
         writer.writeheader()
         writer.writerows(rows)
     (out / "bench.json").write_text(json.dumps({"provenance": run_provenance, "config": asdict(cfg),
-                                                "settings": SETTINGS, "rows": rows}, indent=2))
+                                                "settings": setting_options(cfg), "rows": rows}, indent=2))
     print(f"wrote {out / 'bench.csv'} and {out / 'bench.json'}")
 
 

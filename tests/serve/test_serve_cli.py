@@ -28,7 +28,7 @@ def test_serve_refuses_bad_options_before_loading(capsys, argv, message):
 def test_bench_serve_smoke(tmp_path):
     bench = load_script("bench_serve")
     rows = bench.main(["--requests", "2", "--max-tokens", "6", "--warmup", "0", "--concurrency", "1", "2",
-                       "--settings", "conf_adapt_0.9", "--out", str(tmp_path)])
+                       "--settings", "conf_adapt_0.9", "--k_max", "4", "--mask_margin", "2", "--out", str(tmp_path)])
     assert [(r["setting"], r["concurrency"]) for r in rows] == [
         ("plain_static_k1", 1), ("conf_adapt_0.9", 1), ("plain_static_k1", 2), ("conf_adapt_0.9", 2)]
     assert all(r["requests"] == 2 and 0 < r["output_tokens"] <= 12 and r["ttft_mean_s"] > 0 for r in rows)
@@ -37,3 +37,14 @@ def test_bench_serve_smoke(tmp_path):
         assert len(list(csv.DictReader(f))) == 4
     record = json.loads((tmp_path / "bench.json").read_text())
     assert record["provenance"]["hardware"] and "bench_serve.py" in record["provenance"]["command"]
+    # --k_max/--mask_margin reach the adaptive settings only (the server validated them: the run would 4xx otherwise)
+    assert record["settings"]["conf_adapt_0.9"] == {"strategy": "conf_adapt", "threshold": 0.9, "k_max": 4,
+                                                    "mask_margin": 2}
+    assert record["settings"]["plain_static_k1"] == {"strategy": "static", "k": 1}
+
+
+def test_bench_serve_refuses_a_bad_k_max_before_starting_a_server(capsys, tmp_path):
+    bench = load_script("bench_serve")
+    with pytest.raises(SystemExit) as exit_:
+        bench.main(["--k_max", "0", "--out", str(tmp_path)])
+    assert exit_.value.code == 2 and "--k_max and --mask_margin must be >= 1" in capsys.readouterr().err
