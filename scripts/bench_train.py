@@ -1,11 +1,12 @@
 """Cost of one training step, side by side in one run: plain next-token SFT, online distillation with a full
 fine-tune (the teacher a frozen copy), and online distillation with gated LoRA (the teacher the same weights with the
-adapters off, METHOD.md 1b). Same model, same batch, same layout.
+adapters off, METHOD.md 1b), both as the trainer runs it (the real tokens once, ``train/shared_prefix.py``) and as
+the packed step over all S slots twice (``distill_gated_packed``). Same model, same batch, same layout.
 
 The distillation step is a student forward+backward plus a teacher forward over the same S slots, so its floor is
 about 4/3 of an SFT step (forward ~1/3, backward ~2/3 of a training step). The gated step trains only the adapters
-and the mask embedding (no optimizer state for the base, no teacher copy), but its backward still runs through
-every position. Each mode runs in its own spawned process so its peak memory is its own: CUDA
+and the mask embedding (no optimizer state for the base, no teacher copy); packed, its backward still runs through
+every position, while with the shared prefix only the mask slots carry grad. Each mode runs in its own spawned process so its peak memory is its own: CUDA
 ``max_memory_allocated``, or on CPU the process's peak RSS (model load included, the same for every mode).
 
     python scripts/bench_train.py                                          # small random Llama on CPU
@@ -26,7 +27,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-MODES = ("sft", "distill", "distill_gated")
+MODES = ("sft", "distill", "distill_gated", "distill_gated_packed")
 
 
 @dataclass(kw_only=True)
@@ -111,7 +112,7 @@ def make_step(mode: str, model, args: TrainBenchConfig):
     teacher = None
     if mode == "distill":
         teacher = frozen_teacher(model)
-    elif mode == "distill_gated":
+    elif mode.startswith("distill_gated"):
         apply_gated_lora(model, GatedLoRAConfig(rank=args.lora_rank, alpha=2.0 * args.lora_rank), mask_token_id=mask_id)
         teacher = BaseModelView(model)
     layout = build_layout(args.seq_len, args.k, args.num_regions)
@@ -124,7 +125,8 @@ def make_step(mode: str, model, args: TrainBenchConfig):
         if mode == "sft":
             loss = model(input_ids=raw[:, :-1], labels=raw[:, :-1]).loss
         else:
-            loss = distill_step(model, teacher, raw, layout=layout, mask_token_id=mask_id).loss
+            loss = distill_step(model, teacher, raw, layout=layout, mask_token_id=mask_id,
+                                shared_prefix=mode == "distill_gated").loss
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)

@@ -65,6 +65,10 @@ class DistillConfig(TrainingArguments):
     lora_targets: list[str] = field(default_factory=lambda: list(DEFAULT_TARGETS), metadata={
         "help": "Linear layers to adapt, by module name."})
     lora_dropout: float = field(default=0.0, metadata={"help": "Dropout on the adapters' input."})
+    gated_shared_prefix: bool = field(default=True, metadata={
+        "help": "Gated LoRA: run the real tokens once (no grad) and the student's and teacher's mask slots over their "
+                "cached K/V (train/shared_prefix.py): the same loss and gradients up to rounding, about half the "
+                "compute. Off: the packed step over all S slots twice. Not used with gradient checkpointing."})
     overwrite_output_dir: bool = field(default=False, metadata={
         "help": "Start afresh in a used output_dir, deleting its checkpoints and metrics; without it (and without "
                 "resume_from_checkpoint) a used output_dir is refused."})

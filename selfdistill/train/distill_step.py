@@ -26,6 +26,7 @@ import torch
 from selfdistill.train.teacher_scores import agreement_run_length, chunk_log_likelihood
 from selfdistill.train.layout import Layout, attention_mask_4d
 from selfdistill.train.losses import LOSS_MODES, distill_loss, token_ce, weighted_mean
+from selfdistill.train.shared_prefix import SharedPrefix, supports_shared_prefix
 
 
 @dataclass
@@ -126,11 +127,37 @@ def forward_slots(model, input_ids: torch.Tensor, layout: Layout, slots: torch.T
     return model(input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=False, **kwargs).logits
 
 
+def student_chunk_logits(student, input_ids: torch.Tensor, layout: Layout, *, prefix: SharedPrefix | None,
+                         all_slots: bool = False) -> tuple[torch.Tensor | None, torch.Tensor]:
+    """The student pass: ``(logits at all S slots or None, logits [B, R, k, V] at the prediction slots)``.
+
+    All slots only with ``all_slots`` (the prefix NTP term wants the real ones); over ``prefix``'s cache when given.
+    """
+    b, r, k = input_ids.shape[0], layout.num_regions, layout.k
+    if prefix is not None:
+        return None, prefix.chunk_logits(student, input_ids[:, layout.mask_slots.reshape(-1).to(input_ids.device)])
+    pred = layout.pred_slots.reshape(-1).to(input_ids.device)
+    if all_slots:
+        all_logits = forward_slots(student, input_ids, layout, None)
+        return all_logits, all_logits[:, pred].reshape(b, r, k, -1)
+    return None, forward_slots(student, input_ids, layout, pred).reshape(b, r, k, -1)
+
+
+def teacher_chunk_logits(teacher, forced: torch.Tensor, layout: Layout, *,
+                         prefix: SharedPrefix | None) -> torch.Tensor:
+    """The teacher pass on the student-forced ids ``[B, S]``: logits ``[B, R, k, V]`` (call under ``no_grad``)."""
+    if prefix is not None:
+        return prefix.chunk_logits(teacher, forced[:, layout.mask_slots.reshape(-1).to(forced.device)])
+    pred = layout.pred_slots.reshape(-1)
+    return forward_slots(teacher, forced, layout, pred).reshape(forced.shape[0], layout.num_regions, layout.k, -1)
+
+
 def distill_step(student, teacher, raw: torch.Tensor, *, layout: Layout, mask_token_id: int,
                  loss_mode: str = "hard_ce", ntp_weight: float = 0.0, entropy_beta: float = 0.0,
                  stop_token_ids: tuple[int, ...] = (), valid: torch.Tensor | None = None,
                  target_mask: torch.Tensor | None = None, stop_mask: torch.Tensor | None = None,
-                 count_mean: Callable[[torch.Tensor], torch.Tensor] | None = None) -> StepOutput:
+                 count_mean: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                 shared_prefix: bool = False) -> StepOutput:
     """The full per-step computation of METHOD.md section 3 on one micro-batch.
 
     Args:
@@ -151,6 +178,9 @@ def distill_step(student, teacher, raw: torch.Tensor, *, layout: Layout, mask_to
             slots, prefix-NTP targets), to their mean over the processes. Each loss term is then scaled by
             ``local count / mean count``, so the average over processes that DDP/FSDP/DeepSpeed take of the
             gradients is the gradient of the mean over the global batch. ``None``: one process, plain means.
+        shared_prefix: gated LoRA only (``teacher`` = the student's :class:`BaseModelView`, ``ntp_weight`` 0): run
+            the real tokens once and both mask passes over their cache (:mod:`selfdistill.train.shared_prefix`);
+            same logits and gradients up to rounding, about half the compute.
     """
     if loss_mode not in LOSS_MODES:
         raise ValueError(f"unknown loss mode {loss_mode!r}; choose from {LOSS_MODES}")
@@ -164,20 +194,21 @@ def distill_step(student, teacher, raw: torch.Tensor, *, layout: Layout, mask_to
     keep = region_keep(layout, first_stop, target_mask)  # [B, R]
     weight = keep[:, :, None].expand(b, r, k)
 
-    # Student pass: logits only where needed (all slots when the prefix NTP term wants the real ones).
-    if ntp_weight:
-        all_logits = forward_slots(student, input_ids, layout, None)
-        student_logits = all_logits[:, pred.to(raw.device)]
-    else:
-        student_logits = forward_slots(student, input_ids, layout, pred)
-    student_logits = student_logits.reshape(b, r, k, -1)
+    prefix = None
+    if shared_prefix:
+        if ntp_weight or not supports_shared_prefix(student, teacher):
+            raise ValueError("shared_prefix needs a gated-LoRA student whose teacher is its own base path "
+                             "(BaseModelView) and ntp_weight 0")
+        prefix = SharedPrefix(student, raw, layout)
+    all_logits, student_logits = student_chunk_logits(student, input_ids, layout, prefix=prefix,
+                                                      all_slots=bool(ntp_weight))
     proposals = student_logits.detach().argmax(-1)  # greedy rollout, no gradient
 
     teacher_logits = forced = None
     if loss_mode != "gt_ce":
         forced = student_force(input_ids, layout, proposals)
         with torch.no_grad():
-            teacher_logits = forward_slots(teacher, forced, layout, pred).reshape(b, r, k, -1)
+            teacher_logits = teacher_chunk_logits(teacher, forced, layout, prefix=prefix)
 
     loss = distill_loss(loss_mode, student_logits, teacher_logits=teacher_logits, chunk=proposals, targets=targets,
                         weight=weight, entropy_beta=entropy_beta)

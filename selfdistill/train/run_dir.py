@@ -29,12 +29,13 @@ RESOLVED_CONFIG = "distill_config.yaml"
 METRICS_FILE = "metrics.jsonl"
 RUN_RECORD = "run_record.json"
 #: Settings a resumed run may change: where and how often it logs, saves and evaluates, how long it trains, how
-#: it reports. Everything else (model, data, layout, loss, optimiser, schedule, batch, seed) must match.
+#: it reports, which of two equal computations it uses. Everything else (model, data, layout, loss, optimiser, schedule, batch, seed) must match.
 RESUME_MAY_CHANGE = frozenset({
     "output_dir", "logging_dir", "logging_strategy", "logging_steps", "logging_first_step", "save_strategy",
     "save_steps", "save_total_limit", "eval_strategy", "eval_steps", "do_eval", "max_eval_windows",
     "per_device_eval_batch_size", "max_steps", "num_train_epochs", "resume_from_checkpoint", "overwrite_output_dir",
-    "report_to", "run_name", "disable_tqdm", "dataloader_num_workers"})
+    "report_to", "run_name", "disable_tqdm", "dataloader_num_workers",
+    "gated_shared_prefix"})  # a compute path only: the same loss and gradients up to rounding
 
 
 class ResumeMismatchError(ValueError):

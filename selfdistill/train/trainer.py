@@ -32,6 +32,7 @@ from selfdistill.train.config import DistillConfig, sample_chunk_and_offset
 from selfdistill.train.distill_step import distill_step
 from selfdistill.train.guards import check_loss_items, check_step_finite
 from selfdistill.train.layout import build_layout
+from selfdistill.train.shared_prefix import supports_shared_prefix
 from selfdistill.train.run_dir import METRICS_FILE, ConfigInCheckpointCallback
 
 logger = logging.getLogger(__name__)
@@ -89,6 +90,8 @@ class DistillTrainer(Trainer):
         self.loss_is_scaled_for_ga = False  # per-micro-batch mean: Trainer divides by the accumulation steps
         own_weights = teacher is None or isinstance(teacher, BaseModelView)  # nothing to freeze, move or shard
         self.teacher = teacher if own_weights else self._prepare_teacher(teacher)
+        self._shared_prefix = (self.gated and args.gated_shared_prefix and not args.gradient_checkpointing
+                               and supports_shared_prefix(model, self.teacher))
         self.stop_token_ids = () if args.packing else self._stop_ids(kwargs.get("processing_class"), model)
         self._metric_names = self._metric_names_for(args)
         self._acc = {"train": self._zero_acc(), "eval": self._zero_acc()}
@@ -182,7 +185,8 @@ class DistillTrainer(Trainer):
                            valid=inputs.get("valid"),
                            target_mask=inputs.get("completion") if self.args.completion_only_loss else None,
                            stop_mask=inputs.get("completion") if self.args.chat_template else None,
-                           count_mean=self._count_mean if training and self.args.world_size > 1 else None)
+                           count_mean=self._count_mean if training and self.args.world_size > 1 else None,
+                           shared_prefix=self._shared_prefix)
         self._accumulate("train" if training else "eval", out.stats, layout, inputs["input_ids"].shape[0])
         return (out.loss, out) if return_outputs else out.loss
 

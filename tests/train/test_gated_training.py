@@ -82,6 +82,17 @@ def test_resume_reproduces_uninterrupted_trajectory(tokenizer, tmp_path):
         assert b[step] == a[step], (step, b[step], a[step])
 
 
+def test_the_shared_prefix_path_trains_as_the_packed_step(tokenizer, tmp_path):
+    """gated_shared_prefix (the default) against the packed step: the same trajectory, up to float32 rounding."""
+    shared, _ = _train(tokenizer, tmp_path / "shared")
+    packed, _ = _train(tokenizer, tmp_path / "packed", gated_shared_prefix=False)
+    assert shared._shared_prefix and not packed._shared_prefix
+    a, b = _losses(shared), _losses(packed)
+    assert a.keys() == b.keys() and len(a) == 6
+    for step in a:
+        assert a[step] == pytest.approx(b[step], rel=1e-4, abs=1e-5), (step, a[step], b[step])
+
+
 def test_bad_adapter_settings_fail_fast():
     with pytest.raises(ValueError, match="adapter='peft'"):
         _cfg("/tmp/unused", adapter="peft")
