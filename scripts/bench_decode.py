@@ -267,7 +267,7 @@ def forward_cost(model, *, batch_size: int, context: int, widths=FORWARD_WIDTHS,
     linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
     dtype = model.get_input_embeddings().weight.dtype
     with torch.no_grad():
-        model(input_ids=prefix, past_key_values=cache, use_cache=True, logits_to_keep=1)
+        model(input_ids=prefix, cache=cache, use_cache=True, logits_to_keep=1)
         rounds = 3
         for _ in range(rounds):
             for w in widths:
@@ -280,7 +280,7 @@ def forward_cost(model, *, batch_size: int, context: int, widths=FORWARD_WIDTHS,
                     ids = torch.randint(0, vocab - 8, (batch_size, w), generator=g).to(device)
                     _sync(device)
                     start = time.perf_counter()
-                    model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
+                    model(input_ids=ids, attention_mask=mask, position_ids=positions, cache=cache,
                           use_cache=True, logits_to_keep=w)
                     _sync(device)
                     if rep:

@@ -86,7 +86,7 @@ class SlotBatch:
         mask = model_pass_mask(self.model, slot, layout.length, pattern=pattern)
         start = clock() if clock else 0.0
         logits = self.model(input_ids=t.plane(0, layout.length), attention_mask=mask,
-                            position_ids=t.plane(2, layout.length), past_key_values=self.cache, use_cache=True,
+                            position_ids=t.plane(2, layout.length), cache=self.cache, use_cache=True,
                             logits_to_keep=t.keep).logits
         seconds = clock() - start if clock else 0.0
         if mask_columns:

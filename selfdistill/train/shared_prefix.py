@@ -65,7 +65,7 @@ class SharedPrefix:
         last_real = layout.src_index[layout.pred_slots[:, 0]].to(device)  # [R], source index = real position
         with torch.no_grad(), adapters_disabled(module):
             out = module(input_ids=raw[:, :self.real_len], use_cache=True, logits_to_keep=last_real)
-        self.cache, self.first_logits = out.past_key_values, out.logits  # first_logits: [B, R, V]
+        self.cache, self.first_logits = out.cache, out.logits  # first_logits: [B, R, V]
         impl, dtype = module.config._attn_implementation, module.dtype
         allowed = mask_pass_attention(layout).to(device)
         self.mask = dense_mask_for(allowed, attn_implementation=impl, dtype=dtype)[None, None].expand(
@@ -81,7 +81,7 @@ class SharedPrefix:
             return self.first_logits[:, :, None]
         try:
             out = model(input_ids=mask_slot_ids, attention_mask=self.mask, position_ids=self.positions,
-                        past_key_values=self.cache, use_cache=True)
+                        cache=self.cache, use_cache=True)
         finally:
             self.cache.crop(self.real_len - self.cache.get_seq_length())  # drop the mask K/V: back to the real stream
         rest = out.logits.reshape(b, r, k - 1, -1)
