@@ -21,6 +21,7 @@ from __future__ import annotations
 import itertools
 import threading
 import time
+import warnings
 from collections import deque
 
 import torch
@@ -30,7 +31,7 @@ from selfdistill.decode.blocks import Layout, block_layout
 from selfdistill.decode.registry import Strategy, make_strategy
 from selfdistill.decode.results import Completion, MTPOutput, Update
 from selfdistill.decode.rows import RowState, StopStrings, default_eos_ids, id_set
-from selfdistill.models.mask_token import mask_token_id_from
+from selfdistill.models.mask_token import mask_token_id_from, trained_k_max_from
 
 
 class DecodeEngine:
@@ -59,6 +60,7 @@ class DecodeEngine:
         self.model, self.max_batch, self.tokenizer, self.profile = model, max_batch, tokenizer, profile
         self.mask_token_id = mask_token_id if mask_token_id is not None else mask_token_id_from(model)
         _check_mask_token(model, self.strategy, self.mask_token_id)
+        _warn_untrained_slots(model, self.strategy)
         new_cache(model)  # refuses sliding-window models before any request
         self.eos_ids = id_set(eos_token_id) if eos_token_id is not None else default_eos_ids(model)
         self.filler = int(pad_token_id) if pad_token_id is not None else 0
@@ -191,6 +193,16 @@ def _check_mask_token(model, strategy: Strategy, mask_token_id: int | None) -> N
     vocab = model.get_input_embeddings().weight.shape[0]
     if not 0 <= mask_token_id < vocab:
         raise ValueError(f"mask_token_id {mask_token_id} is outside the vocabulary (size {vocab})")
+
+
+def _warn_untrained_slots(model, strategy: Strategy) -> None:
+    """Warn when a pass reads mask slots deeper than the model was trained on (``config.mtp_trained_k_max``): their
+    predictions are untrained, so they cost compute and, where not verified, fidelity."""
+    trained = trained_k_max_from(model)
+    if trained is not None and strategy.num_masks + 1 > trained:
+        warnings.warn(f"{strategy!r} reads {strategy.num_masks + 1} positions per pass but this model was trained "
+                      f"on chunks of at most {trained} tokens (config.mtp_trained_k_max): slots past {trained} are "
+                      f"untrained; pass k_max={trained} (static: k <= {trained})", UserWarning, stacklevel=3)
 
 
 def generate_many(model, prompts: list[list[int]], strategy: str | Strategy = "conf_adapt", *, batch_size: int = 16,

@@ -15,7 +15,8 @@ A merged adapter would lose the gate, so there is no merging. The saved format i
 have no per-token gate, and its loaders would silently apply the adapter at every position.
 
 Adapter folder (:func:`save_gated_lora` / :func:`load_gated_lora`): ``gated_lora_config.json`` (format and version,
-base model reference, rank, alpha, targets, dropout, mask token id, vocabulary sizes), ``gated_lora.safetensors``
+base model reference, rank, alpha, targets, dropout, mask token id, vocabulary sizes and, optional, the trained
+k_max), ``gated_lora.safetensors``
 (the adapter matrices, the mask embedding, and the embedding rows added for the mask tokens) and the tokenizer.
 """
 
@@ -189,6 +190,8 @@ def save_gated_lora(model, tokenizer, directory: str | os.PathLike, *, base_mode
     :func:`selfdistill.models.loader.load_model` finds the base again (an alias, a path or a hub id)."""
     from safetensors.torch import save_file
 
+    from selfdistill.models.mask_token import trained_k_max_from
+
     state = gated_state(model)
     if state is None:
         raise ValueError("the model has no gated LoRA adapters to save")
@@ -198,6 +201,8 @@ def save_gated_lora(model, tokenizer, directory: str | os.PathLike, *, base_mode
     meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "base_model": base_model,
             "mask_token_id": state.mask_token_id, "base_vocab_size": state.base_vocab_size,
             "vocab_size": int(model.get_input_embeddings().weight.shape[0]), **asdict(state.config)}
+    if (k_max := trained_k_max_from(model)) is not None:
+        meta["trained_k_max"] = k_max  # optional key: adapters saved before it existed load without it
     tmp = out / f".{WEIGHTS_FILE}.tmp"
     save_file(weights, str(tmp), metadata={"format": "pt"})
     os.replace(tmp, out / WEIGHTS_FILE)
@@ -244,7 +249,7 @@ def attach_saved_adapter(model, directory: str | os.PathLike) -> GatedLoRAState:
     every saved tensor must match a parameter exactly (names and shapes)."""
     from safetensors.torch import load_file
 
-    from selfdistill.models.mask_token import set_mask_token_id
+    from selfdistill.models.mask_token import set_mask_token_id, set_trained_k_max
 
     meta = read_adapter_config(directory)
     weights = load_file(str(Path(directory) / WEIGHTS_FILE))
@@ -260,6 +265,8 @@ def attach_saved_adapter(model, directory: str | os.PathLike) -> GatedLoRAState:
             if matrix is not None:
                 matrix[meta["base_vocab_size"]:] = rows[key].to(matrix.dtype)
     set_mask_token_id(model, meta["mask_token_id"])
+    if "trained_k_max" in meta:
+        set_trained_k_max(model, int(meta["trained_k_max"]))
     config = GatedLoRAConfig(rank=meta["rank"], alpha=meta["alpha"], targets=meta["targets"], dropout=meta["dropout"])
     state = apply_gated_lora(model, config, mask_token_id=meta["mask_token_id"],
                              base_vocab_size=meta["base_vocab_size"])

@@ -3,13 +3,16 @@
 METHOD.md section 1: one new special token is appended to the vocabulary (a few more ids are reserved so
 later variants need no second resize), the embedding and unembedding matrices are resized with mean
 initialisation, and the mask id travels with the saved checkpoint in ``config`` and ``generation_config``
-under the key :data:`CONFIG_KEY`, so a decoder finds it without being told.
+under the key :data:`CONFIG_KEY`, so a decoder finds it without being told. A trained model also carries the
+largest chunk size it was trained on (:data:`TRAINED_K_KEY`): mask slots past it were never trained, and the
+decoding engine warns when a strategy reads them.
 """
 
 from __future__ import annotations
 
 MASK_TOKEN = "<mtp>"
 CONFIG_KEY = "mtp_mask_token_id"
+TRAINED_K_KEY = "mtp_trained_k_max"
 
 
 def reserved_mask_tokens(num_reserved: int) -> list[str]:
@@ -53,6 +56,19 @@ def set_mask_token_id(model, mask_token_id: int) -> None:
     setattr(model.config, CONFIG_KEY, int(mask_token_id))
     if getattr(model, "generation_config", None) is not None:
         setattr(model.generation_config, CONFIG_KEY, int(mask_token_id))
+
+
+def set_trained_k_max(model, k_max: int) -> None:
+    """Record in ``model.config`` that slots ``1..k_max`` were trained (saved with the checkpoint)."""
+    if isinstance(k_max, bool) or not isinstance(k_max, int) or k_max < 1:
+        raise ValueError(f"trained k_max must be an int >= 1, got {k_max!r}")
+    setattr(model.config, TRAINED_K_KEY, k_max)
+
+
+def trained_k_max_from(model) -> int | None:
+    """The largest chunk size the model was trained on, or ``None`` when it does not say (e.g. a base model)."""
+    value = getattr(getattr(model, "config", None), TRAINED_K_KEY, None)
+    return None if value is None else int(value)
 
 
 def _first_mask_id(*configs) -> int | None:

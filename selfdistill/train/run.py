@@ -43,10 +43,11 @@ def _whole_weights_unless_zero3_init(cfg: DistillConfig):
 
 def prepare_student(cfg: DistillConfig, model, tokenizer):
     """Give ``tokenizer`` a pad token if it lacks one, add the mask token (the new embedding rows are drawn under
-    ``cfg.seed`` so a resumed run rebuilds the very same teacher) and, with ``adapter: gated_lora``, the adapters."""
+    ``cfg.seed`` so a resumed run rebuilds the very same teacher), record ``cfg.k_max`` as the trained k_max and,
+    with ``adapter: gated_lora``, the adapters."""
     from transformers import set_seed
 
-    from selfdistill.models.mask_token import add_mask_token
+    from selfdistill.models.mask_token import add_mask_token, set_trained_k_max
 
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -54,6 +55,7 @@ def prepare_student(cfg: DistillConfig, model, tokenizer):
     base_vocab = model.get_input_embeddings().weight.shape[0]
     mask_id = add_mask_token(model, tokenizer, num_reserved=cfg.num_reserved_mask_tokens,
                              pad_to_multiple_of=cfg.pad_vocab_to_multiple_of)
+    set_trained_k_max(model, cfg.k_max)
     model.config._attn_implementation = cfg.attn_implementation
     if cfg.adapter == "gated_lora":
         from selfdistill.models.gated_lora import apply_gated_lora

@@ -168,3 +168,27 @@ def test_sweep_reads_the_registry():
     with pytest.raises(ValueError, match="unknown sweep strategies"):
         sweep_settings(["generate_cb"], grid=grid)
 
+
+
+@pytest.mark.parametrize("case, warns", [(dict(strategy="conf_adapt", k_max=6), True),
+                                         (dict(strategy="conf_adapt", k_max=5), False),
+                                         (dict(strategy="verify", k_max=8), True), (dict(strategy="static", k=6), True),
+                                         (dict(strategy="static", k=5), False), (dict(strategy="quadratic", k_max=5), False)])
+def test_reading_slots_past_the_trained_k_max_warns(case, warns):
+    import copy
+    import warnings
+
+    from selfdistill.models.mask_token import set_trained_k_max
+
+    model = copy.deepcopy(peaked_model("llama", "sdpa"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        DecodeEngine(model, **case)  # a model that does not say what it was trained on: no warning
+    set_trained_k_max(model, 5)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        DecodeEngine(model, **case)
+    assert [str(w.message) for w in caught if "untrained" in str(w.message)] == (
+        [f"{make_strategy(case['strategy'], **{k: v for k, v in case.items() if k != 'strategy'})!r} reads {case.get('k_max', case.get('k'))} positions per pass but this model was "
+         "trained on chunks of at most 5 tokens (config.mtp_trained_k_max): slots past 5 are untrained; pass "
+         "k_max=5 (static: k <= 5)"] if warns else [])

@@ -4,7 +4,7 @@ import pytest
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from selfdistill.models.mask_token import (MASK_TOKEN, add_mask_token, mask_token_id_from, mask_token_id_in_checkpoint,
-                                    set_mask_token_id)
+                                           set_mask_token_id, set_trained_k_max, trained_k_max_from)
 from selfdistill.models.tiny import teacher_path
 
 
@@ -33,3 +33,14 @@ def test_mismatched_tokenizer_and_bad_ids_are_refused():
         add_mask_token(model, tok)
     with pytest.raises(ValueError, match="outside the embedding matrix"):
         set_mask_token_id(model, 10**6)
+
+
+def test_trained_k_max_is_saved_with_the_checkpoint(tmp_path):
+    model = AutoModelForCausalLM.from_pretrained(teacher_path())
+    assert trained_k_max_from(model) is None  # a base model does not claim any
+    set_trained_k_max(model, 5)
+    model.save_pretrained(tmp_path)
+    assert trained_k_max_from(AutoModelForCausalLM.from_pretrained(tmp_path)) == 5
+    for bad in (0, 2.0, True, None):
+        with pytest.raises(ValueError, match="trained k_max"):
+            set_trained_k_max(model, bad)

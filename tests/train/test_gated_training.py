@@ -8,7 +8,7 @@ import torch
 
 from selfdistill.models import gated_lora as gl
 from selfdistill.models.loader import load_model
-from selfdistill.models.mask_token import mask_token_id_from
+from selfdistill.models.mask_token import mask_token_id_from, trained_k_max_from
 
 from test_distill_trainer import _cfg, _losses, _model, _rows, _tokenizer  # noqa: E402  (tests/train on sys.path)
 
@@ -55,6 +55,7 @@ def test_output_is_an_adapter_folder_that_load_model_applies(tokenizer, tmp_path
     assert (out / gl.CONFIG_FILE).is_file() and not (out / "model.safetensors").exists()
     meta = json.loads((out / gl.CONFIG_FILE).read_text())
     assert meta["rank"] == 4 and meta["mask_token_id"] == mask_token_id_from(trainer.model)
+    assert meta["trained_k_max"] == trainer.args.k_max  # decoding warns past the trained slots
     # the base here is an in-test model, so point the adapter at a saved copy of it
     base_dir = tmp_path / "base"
     base = _model(tokenizer)
@@ -70,6 +71,7 @@ def test_output_is_an_adapter_folder_that_load_model_applies(tokenizer, tmp_path
         assert torch.equal(loaded(ids).logits, trained(ids).logits)
         assert torch.equal(loaded(ids).logits[:, :4, : base.config.vocab_size], base(ids[:, :4]).logits)
     assert tok.convert_tokens_to_ids("<mtp>") == mask
+    assert trained_k_max_from(loaded) == trainer.args.k_max
 
 
 def test_resume_reproduces_uninterrupted_trajectory(tokenizer, tmp_path):
