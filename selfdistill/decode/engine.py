@@ -198,9 +198,9 @@ def _check_mask_token(model, strategy: Strategy, mask_token_id: int | None) -> N
 def _warn_untrained_slots(model, strategy: Strategy) -> None:
     """Warn when a pass reads mask slots deeper than the model was trained on (``config.mtp_trained_k_max``): their
     predictions are untrained, so they cost compute and, where not verified, fidelity."""
-    trained = trained_k_max_from(model)
-    if trained is not None and strategy.num_masks + 1 > trained:
-        warnings.warn(f"{strategy!r} reads {strategy.num_masks + 1} positions per pass but this model was trained "
+    trained, positions = trained_k_max_from(model), strategy.num_masks + 1
+    if trained is not None and positions > trained:
+        warnings.warn(f"{strategy!r} reads {positions} positions per pass but this model was trained "
                       f"on chunks of at most {trained} tokens (config.mtp_trained_k_max): slots past {trained} are "
                       f"untrained; pass k_max={trained} (static: k <= {trained})", UserWarning, stacklevel=3)
 

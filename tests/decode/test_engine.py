@@ -169,7 +169,6 @@ def test_sweep_reads_the_registry():
         sweep_settings(["generate_cb"], grid=grid)
 
 
-
 @pytest.mark.parametrize("case, warns", [(dict(strategy="conf_adapt", k_max=6), True),
                                          (dict(strategy="conf_adapt", k_max=5), False),
                                          (dict(strategy="verify", k_max=8), True), (dict(strategy="static", k=6), True),
@@ -187,8 +186,9 @@ def test_reading_slots_past_the_trained_k_max_warns(case, warns):
     set_trained_k_max(model, 5)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        DecodeEngine(model, **case)
+        engine = DecodeEngine(model, **case)
+    positions = case.get("k_max", case.get("k"))
     assert [str(w.message) for w in caught if "untrained" in str(w.message)] == (
-        [f"{make_strategy(case['strategy'], **{k: v for k, v in case.items() if k != 'strategy'})!r} reads {case.get('k_max', case.get('k'))} positions per pass but this model was "
-         "trained on chunks of at most 5 tokens (config.mtp_trained_k_max): slots past 5 are untrained; pass "
-         "k_max=5 (static: k <= 5)"] if warns else [])
+        [f"{engine.strategy!r} reads {positions} positions per pass but this model was trained on chunks of at most "
+         "5 tokens (config.mtp_trained_k_max): slots past 5 are untrained; pass k_max=5 (static: k <= 5)"]
+        if warns else [])
