@@ -5,15 +5,30 @@ and the lm-eval adapter, which load models by path. Not a test module."""
 from __future__ import annotations
 
 import importlib.util
+import os
 import sys
 from pathlib import Path
+
+import pytest
 
 from selfdistill.models.mask_token import add_mask_token
 from selfdistill.data.prompts import render_training_text
 from selfdistill.data.synthetic import synthetic_dataset
 from selfdistill.models.tiny import TinyModelShape, build_tiny_llama, train_tokenizer
+from selfdistill.paths import default_bbh_dir, default_gsm8k_dir
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+def _needs_data(path: Path, name: str):
+    """Skip when the offline benchmark copy is absent (a clone without ``../shared/data``), except under CI,
+    where a missing copy must fail rather than hide."""
+    return pytest.mark.skipif(not path.exists() and not os.environ.get("CI"),
+                              reason=f"{name} data absent at {path} (needs ../shared/data or $SELFDISTILL_DATA_DIR)")
+
+
+needs_gsm8k = _needs_data(default_gsm8k_dir() / "train.jsonl", "GSM8K")
+needs_bbh = _needs_data(default_bbh_dir(), "BBH")
 
 
 def load_script(name: str):

@@ -15,12 +15,8 @@ from selfdistill.data.split import grouped_split
 from selfdistill.data.benchmarks.gsm8k import strip_calculator_annotations
 from selfdistill.data.benchmarks.source import is_local
 from selfdistill.paths import default_bbh_dir, default_gsm8k_dir
+from support import needs_bbh, needs_gsm8k
 from selfdistill.data.prompts import SCHEMA
-
-needs_gsm8k = pytest.mark.skipif(not (default_gsm8k_dir() / "train.jsonl").is_file(),
-                                 reason=f"GSM8K data absent at {default_gsm8k_dir()} (needs ../shared/data)")
-needs_bbh = pytest.mark.skipif(not default_bbh_dir().is_dir(),
-                               reason=f"BBH data absent at {default_bbh_dir()} (needs ../shared/data)")
 
 
 def assert_schema(ds: datasets.Dataset) -> None:

