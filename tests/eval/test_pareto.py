@@ -91,12 +91,20 @@ def test_tiny_sweep_writes_reports_and_resumes(pareto, ckpt, tmp_path, monkeypat
     assert calls == ["generate", "conf_adapt_0.9_kmax16"]
 
 
-def test_replaced_checkpoint_at_the_same_path_is_not_served_stale_results(pareto, tmp_path, monkeypatch):
+def test_replaced_checkpoint_at_the_same_path_is_refused_and_a_touched_one_resumes(pareto, tmp_path, monkeypatch):
     ckpt = save_tiny_checkpoint(tmp_path / "ckpt")
     cfg = small_cfg(pareto, ckpt, tmp_path / "out", limit=1, plots=False)
     pareto.main(cfg)
     weights = ckpt / "model.safetensors"
-    os.utime(weights, (weights.stat().st_atime, weights.stat().st_mtime + 100))  # "retrained" in place
+    # same bytes, new modification time (a fresh clone, a copy): the finished pairs are reused, nothing decoded
+    os.utime(weights, (weights.stat().st_atime, weights.stat().st_mtime + 100))
+    calls = count_evaluations(monkeypatch)
+    pareto.main(cfg)
+    assert calls == []
+    # "retrained" in place: same size, one byte of a tensor changed
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 1
+    weights.write_bytes(bytes(data))
     with pytest.raises(ValueError, match="checkpoint"):
         pareto.main(cfg)
 
