@@ -3,7 +3,8 @@
 Same process, same prompts, same ``max_new_tokens``, each at batch 1 and batch 16 (``--batch-sizes``): every
 strategy of the registry at its ``bench_points`` (:func:`bench_settings`: ``generate`` greedy in static batches,
 ``generate_cb`` = transformers' own continuous batching, static k=1..4, ConfAdapt 0.99/0.9/0.7, verify and quadratic,
-and the adaptive mask count ``mask_margin=2``), all decoded through
+and the adaptive mask count ``mask_margin=2``; ``--k_max``/``--mask_margin`` replace the adaptive ones' values with
+the k a model was trained to), all decoded through
 :func:`selfdistill.decode.engine.generate_many` (continuous batching: ``B`` rows in flight, a finished row's slot
 refilled at once), the path the sweep and lm-eval use. Prints tokens/s, tokens per forward (mean/std over rows,
 and pooled), the ratio of tokens/s to ``generate`` and to ``generate_cb`` at the same batch size, and the share of
@@ -26,6 +27,8 @@ Launch:
     .venv/bin/python scripts/bench_decode.py --limit 4 --max-new-tokens 32 --out results/bench_decode/
     .venv/bin/python scripts/bench_decode.py --model CKPT_DIR --prompts prompts.jsonl --out results/bench_decode/
     .venv/bin/python scripts/bench_decode.py --model tiny-student --suite synthetic --out results/bench_decode/x
+    .venv/bin/python scripts/bench_decode.py --model smollm2-135m-mtp --k_max 5 --mask_margin 2 \
+        --only static_k3,conf_adapt_0.9_kmax5_margin2,verify_kmax5_margin2 --out results/bench_decode/y
     .venv/bin/python scripts/bench_decode.py --random-llama 256,6 --out results/bench_decode/  # untrained model
     # on a GPU: a Llama-3.2-1B-shaped random model in bf16 (the GPU's name goes into the --out folder by hand)
     python scripts/bench_decode.py --random-llama llama-3.2-1b --dtype bfloat16 --device cuda --out DIR
@@ -48,12 +51,22 @@ import torch
 
 from selfdistill.models.loader import DTYPES, resolve_device
 
-def bench_settings():
-    """``[(name, strategy)]``: every registered strategy at each of its ``bench_points``, in registry order."""
+def bench_settings(*, k_max: int | None = None, mask_margin: int | None = None):
+    """``[(name, strategy)]``: every registered strategy at each of its ``bench_points``, in registry order.
+
+    ``k_max``/``mask_margin``, when given, replace those of every point of the strategies that take them (the k a
+    model was trained to, say); points that become equal are kept once."""
     from selfdistill.decode.registry import strategy_class, strategy_names
 
-    units = [strategy_class(n)(**point) for n in strategy_names() for point in strategy_class(n).bench_points]
-    return [(u.setting_name, u) for u in units]
+    units = {}
+    for name in strategy_names():
+        cls = strategy_class(name)
+        takes = {o.name for o in cls.options}
+        extra = {o: v for o, v in (("k_max", k_max), ("mask_margin", mask_margin)) if v is not None and o in takes}
+        for point in cls.bench_points:
+            unit = cls(**(point | extra))
+            units.setdefault(unit.setting_name, unit)
+    return list(units.items())
 
 
 #: The baselines of the ratios, always run: plain generate (ratio_to_generate) and static k=1 (the forward ratios).
@@ -88,6 +101,11 @@ class BenchConfig:
     only: str | None = field(default=None, metadata={
         "help": "comma-separated subset of strategy names (default: all); generate and static_k1, the baselines "
                 "of the ratios, always run"})
+    k_max: int | None = field(default=None, metadata={
+        "help": "ConfAdapt/verify/quadratic: positions read per pass, replacing the bench points' (use the k the "
+                "model was trained to)"})
+    mask_margin: int | None = field(default=None, metadata={
+        "help": "ConfAdapt/verify/quadratic: adaptive mask count, masks used last pass + this"})
     repeats: int = field(default=3, metadata={
         "help": "time each setting this many times, interleaved with the others; report the fastest"})
     forward_cost_repeats: int = field(default=30, metadata={
@@ -103,7 +121,7 @@ def check_args(cfg: BenchConfig) -> None:
     from selfdistill.cli import check_output_folder
     from selfdistill.models.loader import resolve_model_path
 
-    names = [n for n, _ in bench_settings()]
+    names = [n for n, _ in bench_settings(k_max=cfg.k_max, mask_margin=cfg.mask_margin)]
     unknown = set(cfg.only.split(",")) - set(names) if cfg.only else set()
     if unknown:
         raise ValueError(f"--only: unknown setting(s) {sorted(unknown)}; choose from {names}")
@@ -315,7 +333,8 @@ def main(cfg) -> list[dict]:
     prompts = load_prompts(cfg, tokenizer, vocab)
     pad_id = tokenizer.pad_token_id if tokenizer is not None and tokenizer.pad_token_id is not None else 0
     only = set(cfg.only.split(",")) if cfg.only else None
-    chosen = [(n, u) for n, u in bench_settings() if only is None or n in only or n in (BASELINE, FORWARD_BASELINE)]
+    settings = bench_settings(k_max=cfg.k_max, mask_margin=cfg.mask_margin)
+    chosen = [(n, u) for n, u in settings if only is None or n in only or n in (BASELINE, FORWARD_BASELINE)]
 
     # Warm-up (allocator, kernels, lazy imports) so the first measured row is not penalised.
     for name, unit in chosen:

@@ -25,6 +25,8 @@ def _usage_error(bench, capsys, argv) -> str:
     (["--device", "gpu"], "unknown device"),
     (["--model", "/no/such/ckpt"], "no such folder"),
     (["--out", "FILE"], "is an existing file"),
+    (["--k_max", "0"], "option k_max must be"),
+    (["--k_max", "5", "--only", "verify_kmax16"], "unknown setting(s) ['verify_kmax16']"),
 ])
 def test_bad_options_are_usage_errors(bench, tmp_path, monkeypatch, capsys, argv, message):
     monkeypatch.chdir(tmp_path)
@@ -51,3 +53,15 @@ def test_good_options_keep_their_documented_spellings(bench, tmp_path):
                             "--num-threads", "1", "--out", str(tmp_path / "out"), "--device", "cpu"])
     assert (cfg.max_new_tokens, bench.batch_sizes(cfg), cfg.num_threads, cfg.device) == (8, [1, 4], 1, "cpu")
     assert bench.prompt_texts(path) == ["a", "b"]
+
+
+def test_k_max_and_mask_margin_replace_the_adaptive_bench_points(bench):
+    default = dict(bench.bench_settings())
+    assert {"conf_adapt_0.9_kmax16_margin2", "verify_kmax4", "static_k3"} <= set(default)
+    names = [n for n, _ in bench.bench_settings(k_max=5, mask_margin=2)]
+    assert len(names) == len(set(names)) and "static_k3" in names and "generate" in names
+    adaptive = [n for n in names if n.startswith(("conf_adapt", "verify", "quadratic"))]
+    assert adaptive and all("_kmax5_margin2" in n for n in adaptive)
+    assert {"conf_adapt_0.9_kmax5_margin2", "verify_kmax5_margin2"} <= set(names)
+    strategy = dict(bench.bench_settings(k_max=5))["verify_kmax5"]
+    assert (strategy.k_max, strategy.mask_margin) == (5, None)
