@@ -22,6 +22,8 @@ class CompareConfig:
     labels: list[str] | None = field(default=None, metadata={"help": "one per run (default: run1, run2, ...)"})
     metrics: list[str] = field(default_factory=lambda: list(DEFAULT_METRICS))
     bin_steps: int = field(default=50, metadata={"help": "steps per bin"})
+    max_step: int | None = field(default=None, metadata={
+        "help": "only steps <= this (e.g. the last step of a run stopped early; default: every logged step)"})
     out: str | None = field(default=None, metadata={"help": "also write the table here (markdown)"})
 
 
@@ -32,6 +34,8 @@ def check_config(cfg: CompareConfig) -> None:
         raise ValueError(f"--labels must name each of the {len(cfg.runs)} runs, got {cfg.labels}")
     if cfg.bin_steps < 1 or not cfg.metrics:
         raise ValueError("--bin_steps must be >= 1 and --metrics non-empty")
+    if cfg.max_step is not None and cfg.max_step < 1:
+        raise ValueError(f"--max_step must be >= 1, got {cfg.max_step}")
 
 
 def main(argv: list[str] | None = None) -> str:
@@ -44,15 +48,17 @@ def main(argv: list[str] | None = None) -> str:
     cfg = parse_config(CompareConfig, argv, check=check_config, prog="scripts/compare_runs.py",
                        description=__doc__.split("\n\n")[0])
     labels = cfg.labels or [f"run{i + 1}" for i in range(len(cfg.runs))]
-    runs = {label: read_metrics(source) for label, source in zip(labels, cfg.runs)}
+    runs = {label: [r for r in read_metrics(source) if cfg.max_step is None or r["step"] <= cfg.max_step]
+            for label, source in zip(labels, cfg.runs)}
     table = comparison_table(runs, cfg.metrics, bin_steps=cfg.bin_steps)
     print(table)
     if cfg.out:
         record = provenance(["scripts/compare_runs.py", *(sys.argv[1:] if argv is None else argv)])
         sources = "\n".join(f"- {label}: `{source}`" for label, source in zip(labels, cfg.runs))
         Path(cfg.out).parent.mkdir(parents=True, exist_ok=True)
+        steps = f" (steps <= {cfg.max_step})" if cfg.max_step else ""
         Path(cfg.out).write_text(f"Command: `{record['command']}`\n\nCommit: {record['commit']}\n\nRuns:\n{sources}\n\n"
-                                 f"Mean of each logged value over {cfg.bin_steps}-step bins:\n\n{table}\n")
+                                 f"Mean of each logged value over {cfg.bin_steps}-step bins{steps}:\n\n{table}\n")
     return table
 
 

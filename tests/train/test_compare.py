@@ -62,6 +62,7 @@ def test_read_metrics_from_a_folder_and_from_git_history(tmp_path):
     (["--runs", "a"], "two or more runs"),
     (["--runs", "a", "b", "--labels", "x"], "--labels must name each"),
     (["--runs", "a", "b", "--bin_steps", "0"], "--bin_steps must be >= 1"),
+    (["--runs", "a", "b", "--max_step", "0"], "--max_step must be >= 1"),
 ])
 def test_script_usage_errors(argv, message, capsys):
     with pytest.raises(SystemExit) as exit_:
@@ -76,3 +77,13 @@ def test_script_writes_its_table_with_the_command(tmp_path):
                                               "--out", str(out)])
     text = out.read_text()
     assert "| 1-30 | 0.300 | 0.300 |" in table and table in text and "compare_runs.py --runs" in text
+
+
+def test_max_step_keeps_the_steps_both_runs_reached(tmp_path):
+    long_run = _write(tmp_path / "long.jsonl", RECORDS)
+    short_run = _write(tmp_path / "short.jsonl", RECORDS[:2])
+    out = tmp_path / "cmp.md"
+    table = load_script("compare_runs").main(["--runs", str(long_run), str(short_run), "--metrics", "a",
+                                              "--bin_steps", "10", "--max_step", "20", "--out", str(out)])
+    assert table.splitlines()[2:] == ["| 1-10 | 0.100 | 0.100 |", "| 11-20 | 0.300 | 0.300 |"]
+    assert "10-step bins (steps <= 20)" in out.read_text()
