@@ -179,3 +179,17 @@ def test_mask_margin_flag_reaches_conf_adapt_and_verify_only(pareto):
     assert names == ["generate", "static_k2", "conf_adapt_0.9_kmax16_margin2", "verify_kmax16_margin2"]
     (cfg,) = HfArgumentParser(pareto.ParetoConfig).parse_args_into_dataclasses(args=["--thresholds", "0.9"])
     assert cfg.mask_margin is None and "conf_adapt_0.9_kmax16" in [s.name for s in pareto.settings(cfg)]
+
+
+def test_step0_mask_embedding_is_seeded(pareto, tmp_path):
+    """``--add_mask_token``: the new ``<mtp>`` row is random; a resumed or re-run step-0 sweep must get the same one."""
+    import torch
+
+    plain = save_tiny_checkpoint(tmp_path / "plain", with_mask_token=False)
+    cfg = pareto.ParetoConfig(model=str(plain))
+    rows = []
+    for draws in (1, 2):
+        torch.rand(draws)  # whatever the process drew before
+        model, _ = pareto.load_model(str(plain), cfg, add_mask=True)
+        rows.append(model.get_input_embeddings().weight[-1].detach().clone())
+    assert torch.equal(rows[0], rows[1])
