@@ -43,7 +43,9 @@ class ParetoConfig:
         "help": "local file/dir or hub id of the real benchmark data (default: ../shared/data)"})
     thresholds: list[float] = field(default_factory=lambda: list(PAPER_THRESHOLDS),
                                     metadata={"help": "ConfAdapt thresholds"})
-    k_max: int = field(default=PAPER_K_MAX, metadata={"help": "prediction positions per pass (ConfAdapt, verify)"})
+    k_max: int | None = field(default=None, metadata={
+        "help": f"prediction positions per pass (ConfAdapt, verify); default: the k_max the model was trained on "
+                f"where it records one (config.mtp_trained_k_max), else {PAPER_K_MAX}"})
     static_k: list[int] = field(default_factory=lambda: list(PAPER_STATIC_K), metadata={"help": "static k values"})
     static: bool = field(default=True, metadata={"help": "include the static k settings (--static_k)"})
     conf_adapt: bool = field(default=True, metadata={"help": "include the ConfAdapt settings (--thresholds)"})
@@ -92,7 +94,7 @@ def check_config(cfg: ParetoConfig) -> None:
         raise ValueError(f"batch_size must be >= 1, got {cfg.batch_size}")
     if cfg.max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be >= 1, got {cfg.max_new_tokens}")
-    if cfg.k_max < 1 or any(k < 1 for k in cfg.static_k):
+    if (cfg.k_max is not None and cfg.k_max < 1) or any(k < 1 for k in cfg.static_k):
         raise ValueError(f"k_max and static k must be >= 1 (got k_max={cfg.k_max}, static_k={cfg.static_k})")
     from selfdistill.models.loader import resolve_device, resolve_dtype
 
@@ -130,13 +132,15 @@ def measured_on(num_threads: int) -> dict:
     return {"num_threads": num_threads, "host": platform.node(), "hardware": hardware(), "torch": torch.__version__}
 
 
-def settings(cfg: ParetoConfig):
-    """The grid: every registered sweep strategy whose switch (its ``sweep_flag``, a field above) is on."""
+def settings(cfg: ParetoConfig, *, trained_k_max: int | None = None):
+    """The grid: every registered sweep strategy whose switch (its ``sweep_flag``, a field above) is on.
+    ``trained_k_max``: the model's (``loader.trained_k_max_at``), the ``k_max`` when ``--k_max`` is not given."""
     from selfdistill.decode.registry import strategy_class
     from selfdistill.eval.sweep import SweepGrid, sweep_settings, sweep_strategies
 
     chosen = [n for n in sweep_strategies() if getattr(cfg, strategy_class(n).sweep_flag)]
-    return sweep_settings(chosen, grid=SweepGrid(static_k=cfg.static_k, thresholds=cfg.thresholds, k_max=cfg.k_max,
+    k_max = cfg.k_max or trained_k_max or PAPER_K_MAX
+    return sweep_settings(chosen, grid=SweepGrid(static_k=cfg.static_k, thresholds=cfg.thresholds, k_max=k_max,
                                                  verify_threshold=cfg.verify_threshold, mask_margin=cfg.mask_margin))
 
 
@@ -206,9 +210,11 @@ def main(cfg: ParetoConfig) -> Path:
     from selfdistill.eval.task_suites import suite_rows
     from selfdistill.provenance import provenance
 
+    from selfdistill.models.loader import trained_k_max_at
+
     check_config(cfg)
-    grid = settings(cfg)
     model_path = resolve_model(cfg.model)
+    grid = settings(cfg, trained_k_max=trained_k_max_at(model_path))
     root = sweep_root(cfg)
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)

@@ -26,6 +26,7 @@ import torch
 from selfdistill.decode.blocks import model_pass_mask, pass_attention_mask  # noqa: F401  (public, re-exported)
 from selfdistill.decode.engine import generate_many
 from selfdistill.decode.registry import make_strategy, strategy_names
+from selfdistill.models.mask_token import trained_k_max_from
 from selfdistill.decode.results import MTPOutput  # noqa: F401  (public, re-exported)
 from selfdistill.decode.rows import default_eos_ids  # noqa: F401  (public, re-exported)
 
@@ -70,7 +71,8 @@ def mtp_generate(model, input_ids, attention_mask=None, *, mask_token_id: int | 
         mask_token_id: defaults to the id recorded in the model config (:func:`mask_token_id_from`).
         strategy: ``"static"`` | ``"conf_adapt"`` | ``"verify"`` | ``"quadratic"``.
         k: tokens per pass for ``static`` (default 1).
-        k_max: prediction positions per pass for the others (``k_max - 1`` masks; default 16).
+        k_max: prediction positions per pass for the others (``k_max - 1`` masks; default: the model's trained
+            ``k_max`` (``config.mtp_trained_k_max``) where it records one, else 16).
         threshold: ConfAdapt tau; for ``verify``/``quadratic`` the confidence a mask prediction needs to become a
             draft (0: every mask prediction is drafted). Default 0.9; finite and >= 0.
         max_new_tokens: hard cap on generated tokens per row.
@@ -85,7 +87,8 @@ def mtp_generate(model, input_ids, attention_mask=None, *, mask_token_id: int | 
     An option the strategy does not take (e.g. ``k`` for ``conf_adapt``) is refused, as is every other bad input,
     with a ``ValueError`` before any forward pass.
     """
-    unit = make_strategy(strategy, k=k, k_max=k_max, threshold=threshold, mask_margin=mask_margin)
+    unit = make_strategy(strategy, k=k, k_max=k_max, threshold=threshold, mask_margin=mask_margin,
+                         trained_k_max=trained_k_max_from(model))
     if unit.baseline:
         raise ValueError(f"unknown strategy {strategy!r} for mtp_generate; choose from {STRATEGIES} "
                          "(the model.generate baselines run through generate_many)")

@@ -51,7 +51,7 @@ class DecodeEngine:
     def __init__(self, model, strategy: str | Strategy = "conf_adapt", *, max_batch: int = 16,
                  mask_token_id: int | None = None, eos_token_id=None, tokenizer=None,
                  pad_token_id: int | None = None, profile: bool = False, **options):
-        self.strategy = make_strategy(strategy, **options)
+        self.strategy = make_strategy(strategy, trained_k_max=trained_k_max_from(model), **options)
         if self.strategy.baseline:
             raise ValueError(f"{self.strategy.name!r} is a model.generate baseline, not an engine strategy; "
                              "decode it with generate_many")
@@ -214,7 +214,7 @@ def generate_many(model, prompts: list[list[int]], strategy: str | Strategy = "c
     Engine strategies go through :class:`DecodeEngine` (continuous batching); the ``generate`` baselines through
     :mod:`selfdistill.decode.baseline`. Every prompt is validated before the first forward.
     """
-    unit = make_strategy(strategy, **options)
+    unit = make_strategy(strategy, trained_k_max=trained_k_max_from(model), **options)
     if unit.baseline:
         from selfdistill.decode.baseline import generate_baseline
 

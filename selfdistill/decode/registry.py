@@ -151,10 +151,18 @@ def strategy_names(*, baselines: bool = True) -> tuple[str, ...]:
     return tuple(n for n, c in _REGISTRY.items() if baselines or not c.baseline)
 
 
-def make_strategy(name: str | Strategy, **options) -> Strategy:
-    """A validated strategy: ``options`` that are ``None`` take the default; undeclared ones are refused."""
+def make_strategy(name: str | Strategy, *, trained_k_max: int | None = None, **options) -> Strategy:
+    """A validated strategy: ``options`` that are ``None`` take the default; undeclared ones are refused.
+
+    ``trained_k_max``: the largest chunk the model was trained on (``trained_k_max_from(model)``; ``None``: unknown).
+    When given, a strategy that takes ``k_max`` and was given none reads that many positions instead of its default:
+    slots past it were never trained, so reading them costs compute and, where not verified, fidelity.
+    """
     if isinstance(name, Strategy):
         if any(v is not None for v in options.values()):
             raise ValueError("options are given twice: pass a strategy name with options, or a Strategy alone")
         return name
-    return strategy_class(name)(**options)
+    cls = strategy_class(name)
+    if trained_k_max is not None and options.get("k_max") is None and any(o.name == "k_max" for o in cls.options):
+        options = options | {"k_max": trained_k_max}
+    return cls(**options)

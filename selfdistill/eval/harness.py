@@ -6,7 +6,8 @@ Importing this module registers the model ``selfdistill`` with lm-eval. Its ``ge
 scored on any generative lm-eval task; loglikelihood requests are plain forward passes (inherited from
 lm-eval's ``HFLM``). model_args: ``pretrained`` (path, hub id, or ``tiny-student``/``tiny-teacher``),
 ``strategy`` (any of :func:`selfdistill.decode.registry.strategy_names`) and its options (``threshold``, ``k``,
-``k_max``, ``mask_margin``: validated by the registry, unset ones take the strategy's defaults),
+``k_max``, ``mask_margin``: validated by the registry, unset ones take the strategy's defaults, ``k_max`` the
+model's trained one where it records one),
 ``add_mask_token``, ``agreement`` (also decode with plain ``generate`` and report ``exact_agreement`` and, on
 our ``sd_*`` tasks, ``answer_agreement`` with it) and HFLM's own (``batch_size``, ``dtype``, ``device``, ...).
 
@@ -27,6 +28,7 @@ from __future__ import annotations
 import json
 import time
 from collections import defaultdict
+from dataclasses import replace
 from pathlib import Path
 
 import datasets
@@ -59,7 +61,11 @@ class SelfDistillLM(HFLM):
         kwargs.setdefault("device", "cpu" if not _cuda() else "cuda")
         super().__init__(pretrained=pretrained, **kwargs)
         from selfdistill.models.mask_token import add_mask_token as add_mask
-        from selfdistill.models.mask_token import mask_token_id_from
+        from selfdistill.models.mask_token import mask_token_id_from, trained_k_max_from
+
+        trained = trained_k_max_from(self.model)
+        if k_max is None and trained is not None and self.setting.unit.values().get("k_max") is not None:
+            self.setting = replace(self.setting, k_max=trained)  # read the slots the model was trained on
 
         if self.setting.unit.needs_mask_token and mask_token_id_from(self.model) is None:
             if not _as_bool(add_mask_token):

@@ -77,6 +77,24 @@ def is_adapter_folder(path: str | Path) -> bool:
     return (Path(path) / gated_lora.CONFIG_FILE).is_file()
 
 
+def trained_k_max_at(name_or_path: str) -> int | None:
+    """The ``k_max`` a local checkpoint or adapter records (what ``trained_k_max_from`` reads once it is loaded),
+    without loading it: ``mtp_trained_k_max`` in ``config.json`` or ``trained_k_max`` in an adapter's config.
+    ``None`` when it records none or is not local (a hub id)."""
+    import json
+
+    path = Path(resolve_model_path(name_or_path))
+    if is_adapter_folder(path):
+        value = json.loads((path / gated_lora.CONFIG_FILE).read_text()).get("trained_k_max")
+    elif (path / "config.json").is_file():
+        from selfdistill.models.mask_token import TRAINED_K_KEY
+
+        value = json.loads((path / "config.json").read_text()).get(TRAINED_K_KEY)
+    else:
+        return None
+    return None if value is None else int(value)
+
+
 def load_model(name_or_path: str, *, dtype: str | torch.dtype | None = None, device: str | None = None,
                attn_implementation: str | None = None):
     """``(model, tokenizer)`` in eval mode on ``device``; the tokenizer always has a pad token (EOS if it had none).

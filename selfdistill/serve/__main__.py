@@ -65,8 +65,11 @@ def build_app(cfg: ServeConfig):
     from selfdistill.models.loader import load_model
     from selfdistill.serve.app import create_app
 
+    from selfdistill.models.mask_token import trained_k_max_from
+
     model, tokenizer = load_model(cfg.model, dtype=cfg.dtype, device=cfg.device)
-    unit = make_strategy(cfg.strategy, threshold=cfg.threshold, k=cfg.k, k_max=cfg.k_max, mask_margin=cfg.mask_margin)
+    unit = make_strategy(cfg.strategy, threshold=cfg.threshold, k=cfg.k, k_max=cfg.k_max, mask_margin=cfg.mask_margin,
+                         trained_k_max=trained_k_max_from(model))
     template = Path(cfg.chat_template).read_text() if cfg.chat_template else None
     return create_app(model, tokenizer, model_name=cfg.served_model_name or cfg.model, strategy=unit,
                       max_batch=cfg.max_batch, max_engines=cfg.max_engines, chat_template=template,

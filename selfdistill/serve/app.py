@@ -21,6 +21,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException
 
 from selfdistill.decode.registry import Strategy
+from selfdistill.models.mask_token import trained_k_max_from
 from selfdistill.serve.plan import Plan, ServeContext, plan_chat, plan_completion
 from selfdistill.serve.responses import (FINISH_REASONS, TextStream, chunk_body, completion_body, new_id,
                                          usage_chunk)
@@ -39,7 +40,8 @@ def create_app(model, tokenizer, *, model_name: str, strategy: Strategy, max_bat
                        max_positions=getattr(model.config, "max_position_embeddings", None),
                        check_setting=scheduler.check_setting, chat_template=chat_template,
                        default_max_tokens=default_max_tokens,
-                       vocab_size=model.get_input_embeddings().weight.shape[0])
+                       vocab_size=model.get_input_embeddings().weight.shape[0],
+                       trained_k_max=trained_k_max_from(model))
     created = int(time.time())
 
     @asynccontextmanager

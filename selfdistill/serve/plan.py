@@ -44,6 +44,7 @@ class ServeContext:
     chat_template: str | None = None
     default_max_tokens: int = 256
     vocab_size: int = field(default=0)
+    trained_k_max: int | None = None  # the model's config.mtp_trained_k_max: an unset k_max defaults to it
 
     def strategy_of(self, options: dict | None) -> Strategy:
         """The request's setting: the server's, or ``selfdistill`` options (without ``strategy``: the server's
@@ -57,7 +58,7 @@ class ServeContext:
         if not isinstance(name, str):
             raise APIError(400, f"selfdistill.strategy must be a string, got {name!r}", param="selfdistill.strategy")
         try:
-            unit = make_strategy(name, **options)
+            unit = make_strategy(name, trained_k_max=self.trained_k_max, **options)
             if unit.baseline:
                 raise ValueError(f"{name!r} is a model.generate baseline the engine does not serve; plain greedy "
                                  "decoding is strategy 'static' with k=1 (or the lossless 'verify')")

@@ -3,6 +3,7 @@ sdpa and eager, every engine strategy), with prompts of different lengths, rows 
 prompts than slots, requests joining mid-flight and requests cancelled."""
 
 import pytest
+import torch
 from test_decoding import ARCHS, ATTNS, NO_EOS, collapsed_model, make_prompts, peaked_model
 
 from selfdistill.decode.decoder import mtp_generate
@@ -192,3 +193,25 @@ def test_reading_slots_past_the_trained_k_max_warns(case, warns):
         [f"{engine.strategy!r} reads {positions} positions per pass but this model was trained on chunks of at most "
          "5 tokens (config.mtp_trained_k_max): slots past 5 are untrained; pass k_max=5 (static: k <= 5)"]
         if warns else [])
+
+
+def test_an_unset_k_max_is_the_models_trained_one():
+    """make_strategy(trained_k_max=...) and every engine entry point: a model that records its trained k_max is
+    decoded at that k_max unless the caller says otherwise; strategies without k_max are unaffected."""
+    import copy
+    import warnings
+
+    from selfdistill.decode.registry import make_strategy
+    from selfdistill.models.mask_token import set_trained_k_max
+
+    assert make_strategy("conf_adapt", trained_k_max=5).k_max == 5
+    assert make_strategy("verify", k_max=8, trained_k_max=5).k_max == 8  # the caller's value wins
+    assert make_strategy("conf_adapt", trained_k_max=None).k_max == make_strategy("conf_adapt").k_max == 16
+    assert make_strategy("static", k=3, trained_k_max=5).k == 3  # takes no k_max: nothing to fill in
+    model = copy.deepcopy(peaked_model("llama", "sdpa"))
+    set_trained_k_max(model, 4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "untrained slots" warning: the default reads only trained slots
+        assert DecodeEngine(model, "verify").strategy.k_max == 4
+        out = mtp_generate(model, torch.tensor([[1, 2, 3]]), strategy="conf_adapt", max_new_tokens=6)
+    assert max(out.tokens_per_forward) <= 4

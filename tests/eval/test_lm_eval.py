@@ -81,6 +81,21 @@ def test_model_without_mask_token_is_refused_unless_asked(tmp_path):
         SelfDistillLM(pretrained=str(plain), strategy="static", k=2, mask_margin=2, device="cpu", dtype="float32")
 
 
+def test_an_unset_k_max_is_the_models_trained_one(tmp_path):
+    import json
+
+    from selfdistill.eval.harness import SelfDistillLM
+    from selfdistill.models.mask_token import TRAINED_K_KEY
+
+    ckpt = save_tiny_checkpoint(tmp_path / "ckpt")
+    config = json.loads((ckpt / "config.json").read_text())
+    (ckpt / "config.json").write_text(json.dumps(config | {TRAINED_K_KEY: 4}))
+    lm = SelfDistillLM(pretrained=str(ckpt), strategy="verify", device="cpu", dtype="float32")
+    assert lm.setting.k_max == 4 and lm.setting.name == "verify_kmax4"
+    lm = SelfDistillLM(pretrained=str(ckpt), strategy="verify", k_max="6", device="cpu", dtype="float32")
+    assert lm.setting.k_max == 6
+
+
 def _load_task_yaml(path):
     class Loader(yaml.SafeLoader):
         pass

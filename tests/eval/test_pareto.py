@@ -150,7 +150,7 @@ def test_command_line_defaults_and_flags(pareto):
 
     (cfg,) = HfArgumentParser(pareto.ParetoConfig).parse_args_into_dataclasses(args=[])
     assert cfg.model == "tiny-student" and cfg.tasks == ["synthetic", "bbh_learnt"]
-    assert len(cfg.thresholds) == 14 and cfg.static_k == [1, 2, 3, 4, 5] and cfg.k_max == 16 and cfg.verify
+    assert len(cfg.thresholds) == 14 and cfg.static_k == [1, 2, 3, 4, 5] and cfg.k_max is None and cfg.verify
     (cfg,) = HfArgumentParser(pareto.ParetoConfig).parse_args_into_dataclasses(
         args=["--tasks", "bbh", "--bbh_subtasks", "navigate", "snarks", "--thresholds", "0.9", "0.8",
               "--no_verify", "--limit", "0"])

@@ -50,3 +50,12 @@ def test_the_command_line_takes_config_files_both_ways_and_reports_bad_values(pa
     with pytest.raises(SystemExit):
         parse_config(pareto.ParetoConfig, ["--config", str(tmp_path / "missing.yaml")])
     assert "no such file" in capsys.readouterr().err
+
+
+def test_k_max_defaults_to_the_models_trained_one(pareto, tmp_path):
+    cfg = parse_config(pareto.ParetoConfig, ["--static_k", "2", "--thresholds", "0.9"], check=pareto.check_config)
+    names = lambda **kw: [s.name for s in pareto.settings(cfg if not kw.get("k_max") else replace(cfg, k_max=kw["k_max"]),
+                                                          trained_k_max=kw.get("trained"))]
+    assert names(trained=5) == ["generate", "static_k2", "conf_adapt_0.9_kmax5", "verify_kmax5"]
+    assert names(trained=None) == ["generate", "static_k2", "conf_adapt_0.9_kmax16", "verify_kmax16"]
+    assert names(trained=5, k_max=8)[2:] == ["conf_adapt_0.9_kmax8", "verify_kmax8"]  # --k_max wins

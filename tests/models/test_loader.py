@@ -46,3 +46,24 @@ def test_public_api_is_reexported_at_the_top():
     with pytest.raises(AttributeError):
         selfdistill.no_such_name
     assert set(MODEL_SOURCES) >= {"tiny-teacher", "tiny-student"}
+
+
+def test_trained_k_max_at_reads_checkpoints_and_adapters_without_loading(tmp_path):
+    import json
+    import shutil
+
+    from selfdistill.models.gated_lora import CONFIG_FILE
+    from selfdistill.models.loader import trained_k_max_at
+    from selfdistill.models.mask_token import TRAINED_K_KEY
+
+    assert trained_k_max_at(TINY_STUDENT_ALIAS) is None  # records none
+    assert trained_k_max_at("HuggingFaceTB/SmolLM2-135M-Instruct") is None  # not local
+    ckpt = tmp_path / "ckpt"
+    shutil.copytree(student_path(), ckpt)
+    config = json.loads((ckpt / "config.json").read_text())
+    (ckpt / "config.json").write_text(json.dumps(config | {TRAINED_K_KEY: 6}))
+    assert trained_k_max_at(str(ckpt)) == 6
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / CONFIG_FILE).write_text(json.dumps({"format": "selfdistill-gated-lora", "trained_k_max": 5}))
+    assert trained_k_max_at(str(adapter)) == 5

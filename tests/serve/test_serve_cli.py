@@ -49,3 +49,16 @@ def test_bench_serve_refuses_a_bad_k_max_before_starting_a_server(capsys, tmp_pa
     with pytest.raises(SystemExit) as exit_:
         bench.main(["--k_max", "0", "--out", str(tmp_path)])
     assert exit_.value.code == 2 and "--k_max and --mask_margin must be >= 1" in capsys.readouterr().err
+
+
+def test_a_request_naming_a_strategy_without_k_max_gets_the_models_trained_one():
+    from selfdistill.decode.registry import make_strategy
+    from selfdistill.serve.plan import ServeContext
+
+    ctx = ServeContext(model_name="m", tokenizer=None, strategy=make_strategy("conf_adapt", k_max=5),
+                       max_positions=None, check_setting=lambda unit: None, trained_k_max=5)
+    assert ctx.strategy_of({"strategy": "verify"}).k_max == 5
+    assert ctx.strategy_of({"strategy": "verify", "k_max": 3}).k_max == 3
+    assert ctx.strategy_of({"threshold": 0.5}).k_max == 5  # the server's own setting, one option changed
+    assert ServeContext(model_name="m", tokenizer=None, strategy=ctx.strategy, max_positions=None,
+                        check_setting=lambda unit: None).strategy_of({"strategy": "verify"}).k_max == 16
