@@ -73,9 +73,9 @@ def claim_folder(out: Path, fp: dict) -> None:
     """Create ``out`` for ``fp``, or accept it when it was started with the same ``fp``; else refuse it."""
     marker = out / "fingerprint.json"
     if marker.is_file():
-        old = json.loads(marker.read_text())
-        if old != fp:
-            changed = {k: (old.get(k), fp.get(k)) for k in sorted(set(old) | set(fp)) if old.get(k) != fp.get(k)}
+        from selfdistill.provenance import differences
+
+        if changed := differences(json.loads(marker.read_text()), fp):
             raise FileExistsError(f"{out} was written with other options {changed}; use another --out")
         return
     if out.exists() and any(out.iterdir()):

@@ -208,9 +208,8 @@ def main(cfg: ParetoConfig) -> Path:
     from selfdistill.eval.reports import write_reports
     from selfdistill.eval.sweep import SweepStore, needs_mask_token, run_sweep
     from selfdistill.eval.task_suites import suite_rows
-    from selfdistill.provenance import provenance
-
     from selfdistill.models.loader import trained_k_max_at
+    from selfdistill.provenance import provenance
 
     check_config(cfg)
     model_path = resolve_model(cfg.model)

@@ -12,6 +12,12 @@ from pathlib import Path
 from selfdistill.paths import REPO_ROOT
 
 
+def differences(stored: dict, now: dict) -> dict[str, tuple]:
+    """``{key: (stored value, current value)}`` for every key whose value differs (a missing key reads ``None``),
+    in key order: what makes a resumed run, sweep or data folder refuse the current options."""
+    return {k: (stored.get(k), now.get(k)) for k in sorted(set(stored) | set(now)) if stored.get(k) != now.get(k)}
+
+
 def git_commit(repo: Path = REPO_ROOT) -> str:
     """The checkout's HEAD commit, suffixed ``+dirty`` when tracked files differ from it ("unknown" outside git)."""
     try:

@@ -26,9 +26,9 @@ import torch
 from selfdistill.decode.blocks import model_pass_mask, pass_attention_mask  # noqa: F401  (public, re-exported)
 from selfdistill.decode.engine import generate_many
 from selfdistill.decode.registry import make_strategy, strategy_names
-from selfdistill.models.mask_token import trained_k_max_from
 from selfdistill.decode.results import MTPOutput  # noqa: F401  (public, re-exported)
 from selfdistill.decode.rows import default_eos_ids  # noqa: F401  (public, re-exported)
+from selfdistill.models.mask_token import trained_k_max_from
 
 #: The strategies :func:`mtp_generate` decodes (the registry's engine strategies).
 STRATEGIES = strategy_names(baselines=False)

@@ -162,7 +162,11 @@ def make_strategy(name: str | Strategy, *, trained_k_max: int | None = None, **o
         if any(v is not None for v in options.values()):
             raise ValueError("options are given twice: pass a strategy name with options, or a Strategy alone")
         return name
-    cls = strategy_class(name)
-    if trained_k_max is not None and options.get("k_max") is None and any(o.name == "k_max" for o in cls.options):
+    if trained_k_max is not None and options.get("k_max") is None and takes_option(name, "k_max"):
         options = options | {"k_max": trained_k_max}
-    return cls(**options)
+    return strategy_class(name)(**options)
+
+
+def takes_option(name: str, option: str) -> bool:
+    """Whether the registered strategy ``name`` declares ``option``."""
+    return any(o.name == option for o in strategy_class(name).options)

@@ -39,6 +39,7 @@ from tqdm.auto import tqdm
 from rewards import grade, grader_for_task
 from rewards.graders import EXTRACTORS
 from selfdistill.eval.agreement import item_agreement
+from selfdistill.decode.registry import takes_option
 from selfdistill.eval.evaluation import DecodeSetting, decode_batch, speed_summary
 from selfdistill.data.prompts import fewshot_prefix_for, render_prompt
 
@@ -64,7 +65,7 @@ class SelfDistillLM(HFLM):
         from selfdistill.models.mask_token import mask_token_id_from, trained_k_max_from
 
         trained = trained_k_max_from(self.model)
-        if k_max is None and trained is not None and self.setting.unit.values().get("k_max") is not None:
+        if k_max is None and trained is not None and takes_option(strategy, "k_max"):
             self.setting = replace(self.setting, k_max=trained)  # read the slots the model was trained on
 
         if self.setting.unit.needs_mask_token and mask_token_id_from(self.model) is None:

@@ -29,6 +29,7 @@ from pathlib import Path
 from selfdistill.decode.registry import strategy_class, strategy_names
 from selfdistill.eval.agreement import add_agreement
 from selfdistill.eval.evaluation import DecodeSetting
+from selfdistill.provenance import differences
 
 #: ConfAdapt thresholds swept in the paper (METHOD.md section 6), most to least conservative.
 PAPER_THRESHOLDS = (0.995, 0.99, 0.98, 0.97, 0.96, 0.95, 0.90, 0.87, 0.85, 0.80, 0.75, 0.70, 0.65, 0.60)
@@ -109,7 +110,7 @@ class SweepStore:
         stored = json.loads(path.read_text())
         want = self.fingerprint | {"setting": asdict(setting)}
         have = stored.get("fingerprint", {})
-        diff = {k: (have.get(k), want.get(k)) for k in sorted(set(want) | set(have)) if have.get(k) != want.get(k)}
+        diff = differences(have, want)
         if diff:
             raise ValueError(
                 f"{path} was measured under different conditions (stored, requested): {diff}. Use another "

@@ -85,7 +85,7 @@ def trained_k_max_at(name_or_path: str) -> int | None:
 
     path = Path(resolve_model_path(name_or_path))
     if is_adapter_folder(path):
-        value = json.loads((path / gated_lora.CONFIG_FILE).read_text()).get("trained_k_max")
+        value = gated_lora.read_adapter_config(path).get("trained_k_max")
     elif (path / "config.json").is_file():
         from selfdistill.models.mask_token import TRAINED_K_KEY
 

@@ -63,9 +63,8 @@ def build_app(cfg: ServeConfig):
     """Load the model and make the app (the heavy part of :func:`main`)."""
     from selfdistill.decode.registry import make_strategy
     from selfdistill.models.loader import load_model
-    from selfdistill.serve.app import create_app
-
     from selfdistill.models.mask_token import trained_k_max_from
+    from selfdistill.serve.app import create_app
 
     model, tokenizer = load_model(cfg.model, dtype=cfg.dtype, device=cfg.device)
     unit = make_strategy(cfg.strategy, threshold=cfg.threshold, k=cfg.k, k_max=cfg.k_max, mask_margin=cfg.mask_margin,

@@ -99,9 +99,9 @@ def changed_settings(cfg, checkpoint: str) -> dict[str, tuple]:
     else:
         logger.warning("%s has no %s beside it: the resumed settings cannot be checked", checkpoint, RESOLVED_CONFIG)
         return {}
-    now = config_record(cfg)
-    return {k: (stored.get(k), now.get(k)) for k in sorted(set(stored) | set(now))
-            if k not in RESUME_MAY_CHANGE and stored.get(k) != now.get(k)}
+    from selfdistill.provenance import differences
+
+    return {k: v for k, v in differences(stored, config_record(cfg)).items() if k not in RESUME_MAY_CHANGE}
 
 
 def truncate_metrics(output_dir: str, step: int) -> None:

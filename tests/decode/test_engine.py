@@ -215,3 +215,12 @@ def test_an_unset_k_max_is_the_models_trained_one():
         assert DecodeEngine(model, "verify").strategy.k_max == 4
         out = mtp_generate(model, torch.tensor([[1, 2, 3]]), strategy="conf_adapt", max_new_tokens=6)
     assert max(out.tokens_per_forward) <= 4
+
+
+def test_takes_option():
+    from selfdistill.decode.registry import takes_option
+
+    assert takes_option("conf_adapt", "k_max") and takes_option("static", "k")
+    assert not takes_option("static", "k_max") and not takes_option("generate", "k_max")
+    with pytest.raises(ValueError, match="unknown strategy"):
+        takes_option("nope", "k_max")

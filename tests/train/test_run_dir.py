@@ -77,3 +77,11 @@ def test_the_command_line_takes_config_equals_resume_true_and_refuses_nan(tmp_pa
     with pytest.raises(SystemExit) as exit_:
         parse_config(["--output_dir", str(tmp_path), "--ntp_weight", "nan"])
     assert exit_.value.code == 2 and "must be finite numbers" in capsys.readouterr().err
+
+
+def test_differences_names_each_changed_key_with_both_values():
+    from selfdistill.provenance import differences
+
+    assert differences({"a": 1, "b": 2, "c": 3}, {"a": 1, "b": 5, "d": 4}) == {
+        "b": (2, 5), "c": (3, None), "d": (None, 4)}
+    assert differences({"a": [1]}, {"a": [1]}) == {}
