@@ -13,8 +13,9 @@ setting is timed ``--repeats`` times, interleaved with the others, and the faste
 
 Why a decoder can fall short of its tokens per forward: a pass that feeds w tokens (the accepted chunk plus the
 masks) costs more than a one-token pass wherever the hardware is not purely latency-bound. So the script also
-times the bare model forward (no decoder around it) for w = 1..24 new tokens on a warm KV cache at each batch size
-(``forward_cost.csv``, with the model's linear layers alone timed beside it), and reports per setting
+times the bare model forward (no decoder around it; :mod:`selfdistill.decode.forward_cost`) for w = 1..24 new
+tokens on a warm KV cache at each batch size (``forward_cost.csv``, with the model's linear layers alone timed
+beside it), and reports per setting
 ``forward_only_ratio``: its tokens per second of forward time over static k=1's, the speedup a decoder with zero
 bookkeeping would get on this hardware; ``pass_cost_ratio``: its forward time per batched model call over static
 k=1's; ``tokens_per_forward_pooled``: all tokens over all row-passes (what wall time follows); and
@@ -49,7 +50,9 @@ from pathlib import Path
 
 import torch
 
+from selfdistill.decode.forward_cost import FORWARD_WIDTHS, forward_cost, sync  # noqa: F401  (re-exported)
 from selfdistill.models.loader import DTYPES, resolve_device
+
 
 def bench_settings(*, k_max: int | None = None, mask_margin: int | None = None):
     """``[(name, strategy)]``: every registered strategy at each of its ``bench_points``, in registry order.
@@ -228,21 +231,16 @@ def load_prompts(cfg, tokenizer, vocab_size: int) -> list[list[int]]:
     return [tokenizer(t, add_special_tokens=False).input_ids for t in texts]
 
 
-def _sync(device):
-    if torch.device(device).type == "cuda":
-        torch.cuda.synchronize()
-
-
 def bench_one(model, prompts, name, unit, batch_size, max_new_tokens, pad_id, device) -> dict:
     """One timed decode of all prompts with one setting, ``batch_size`` rows in flight, through the same path as
     the sweep and lm-eval (:func:`selfdistill.decode.engine.generate_many`)."""
     from selfdistill.decode.engine import generate_many
 
-    _sync(device)
+    sync(device)
     start = time.perf_counter()
     out = generate_many(model, prompts, unit, batch_size=batch_size, max_new_tokens=max_new_tokens,
                         pad_token_id=pad_id, profile=not unit.baseline)
-    _sync(device)
+    sync(device)
     seconds = time.perf_counter() - start
     timing = out.timings
     nan = float("nan")
@@ -252,73 +250,6 @@ def bench_one(model, prompts, name, unit, batch_size, max_new_tokens, pad_id, de
         "forward_seconds": timing.get("forward_s", nan),
         "model_calls": out.model_calls if not unit.baseline else nan,
     }
-
-
-FORWARD_WIDTHS = (1, 2, 3, 4, 6, 8, 12, 16, 24)
-
-
-def forward_cost(model, *, batch_size: int, context: int, widths=FORWARD_WIDTHS, repeats: int = 30,
-                 device="cpu") -> list[dict]:
-    """Median wall time of one bare cached forward that feeds ``w`` new tokens per row, for each ``w``.
-
-    The cache holds ``context`` random tokens per row (no padding) and is cropped back after each forward. Each
-    width is timed in runs of consecutive forwards, as a decoder repeats similar passes (alternating widths forward
-    after forward made the one-token pass look ~1.5x slower than inside the decoder), and the runs of all widths
-    take turns over 3 rounds so slow phases of a shared machine hit all of them; the first forward of a run is
-    not kept. ``repeats`` forwards per width in all. Returns one dict per width with ``ms`` (median) and
-    ``ratio_to_w1`` (its cost relative to a one-token forward).
-
-    After each forward, the model's ``nn.Linear`` layers alone are run once in sequence on ``[batch, w, in]``
-    inputs (``linear_ms``, ``linear_ratio_to_w1``): the share of the forward's growth with ``w`` that the
-    matrix multiplications (the BLAS kernel at small ``batch * w``) account for.
-    """
-    from transformers import DynamicCache
-
-    from selfdistill.decode.blocks import model_pass_mask
-
-    vocab = model.get_input_embeddings().weight.shape[0]
-    g = torch.Generator().manual_seed(0)
-    prefix = torch.randint(0, vocab - 8, (batch_size, context), generator=g).to(device)
-    cache = DynamicCache(config=model.config)
-    times: dict[int, list[float]] = {w: [] for w in widths}
-    linear_times: dict[int, list[float]] = {w: [] for w in widths}
-    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
-    dtype = model.get_input_embeddings().weight.dtype
-    with torch.no_grad():
-        model(input_ids=prefix, cache=cache, use_cache=True, logits_to_keep=1)
-        rounds = 3
-        for _ in range(rounds):
-            for w in widths:
-                # the mask the decoder would hand the model for this pass
-                mask = model_pass_mask(model, torch.ones(batch_size, context + w, dtype=torch.long, device=device), w)
-                positions = torch.arange(context, context + w, device=device)[None].repeat(batch_size, 1)
-                linear_inputs = [torch.randn(batch_size, w, m.in_features, generator=g).to(device, dtype)
-                                 for m in linears]
-                for rep in range(-(-repeats // rounds) + 1):
-                    ids = torch.randint(0, vocab - 8, (batch_size, w), generator=g).to(device)
-                    _sync(device)
-                    start = time.perf_counter()
-                    model(input_ids=ids, attention_mask=mask, position_ids=positions, cache=cache,
-                          use_cache=True, logits_to_keep=w)
-                    _sync(device)
-                    if rep:
-                        times[w].append(time.perf_counter() - start)
-                    cache.crop(-w)
-                    start = time.perf_counter()
-                    for layer, x in zip(linears, linear_inputs):
-                        layer(x)
-                    _sync(device)
-                    if rep:
-                        linear_times[w].append(time.perf_counter() - start)
-    base = statistics.median(times[widths[0]])
-    linear_base = statistics.median(linear_times[widths[0]]) if linears else float("nan")
-    rows = []
-    for w in widths:
-        linear = statistics.median(linear_times[w]) if linears else float("nan")
-        rows.append({"batch_size": batch_size, "context": context, "new_tokens": w,
-                     "ms": 1e3 * statistics.median(times[w]), "ratio_to_w1": statistics.median(times[w]) / base,
-                     "linear_ms": 1e3 * linear, "linear_ratio_to_w1": linear / linear_base})
-    return rows
 
 
 def main(cfg) -> list[dict]:
@@ -343,41 +274,11 @@ def main(cfg) -> list[dict]:
     results, costs = [], []
     with torch.no_grad():
         for bs in batch_sizes(cfg):
-            # Repeats are interleaved across settings so slow phases of a shared machine hit all of them.
-            best: dict[str, dict] = {}
-            for _ in range(max(1, cfg.repeats)):
-                for name, unit in chosen:
-                    row = bench_one(model, prompts, name, unit, bs, cfg.max_new_tokens, pad_id, cfg.device)
-                    if name not in best or row["seconds"] < best[name]["seconds"]:
-                        best[name] = row
-            base = best[BASELINE]["tokens_per_second"]
-            k1 = best[FORWARD_BASELINE]  # always run: the baseline of the forward ratios
-            cb = best.get(CONTINUOUS_BASELINE)
+            best = fastest_runs(model, prompts, chosen, batch_size=bs, cfg=cfg, pad_id=pad_id)
             for name, unit in chosen:
-                row = best[name]
-                row["ratio_to_generate"] = row["tokens_per_second"] / base
-                # transformers' own continuous batching at the same batch size, when it ran (--only generate_cb)
-                row["ratio_to_generate_cb"] = row["tokens_per_second"] / cb["tokens_per_second"] if cb else float("nan")
-                # Tokens per second of forward time, relative to static k=1: the decoder's bookkeeping removed.
-                row["forward_only_ratio"] = (row["new_tokens"] / row["forward_seconds"]
-                                             / (k1["new_tokens"] / k1["forward_seconds"])
-                                             if not unit.baseline else float("nan"))
-                # Forward time per batched model call relative to static k=1's (prefill included): what a
-                # multi-token pass costs on this hardware. A zero-overhead decoder's speedup is pooled tokens per
-                # forward / this; speedup_per_tpf is the share of tokens per forward that turned into speed.
-                row["pass_cost_ratio"] = (row["forward_seconds"] / row["model_calls"]
-                                          / (k1["forward_seconds"] / k1["model_calls"])
-                                          if not unit.baseline else float("nan"))
-                row["speedup_per_tpf"] = row["ratio_to_generate"] / row["tokens_per_forward_pooled"]
-                row["repeats"] = cfg.repeats
+                row = add_ratios(best[name], best, baseline=unit.baseline) | {"repeats": cfg.repeats}
                 results.append(row)
-                print(f"bs={bs:<3d} {name:<28s} tok/s={row['tokens_per_second']:9.1f} "
-                      f"tpf={row['tokens_per_forward_mean']:5.2f}±{row['tokens_per_forward_std']:.2f} "
-                      f"pooled {row['tokens_per_forward_pooled']:5.2f} "
-                      f"x{row['ratio_to_generate']:.2f} vs generate x{row['ratio_to_generate_cb']:.2f} vs generate_cb "
-                      f"overhead={row['overhead_share']:.0%}  "
-                      f"forward-only x{row['forward_only_ratio']:.2f} vs k=1  "
-                      f"pass cost x{row['pass_cost_ratio']:.2f}  speedup/tpf {row['speedup_per_tpf']:.2f}", flush=True)
+                print(describe(row), flush=True)
             if cfg.forward_cost_repeats > 0:
                 context = round(statistics.fmean(map(len, prompts))) + cfg.max_new_tokens // 2
                 rows = forward_cost(model, batch_size=bs, context=context, repeats=cfg.forward_cost_repeats,
@@ -387,23 +288,67 @@ def main(cfg) -> list[dict]:
                       + "  ".join(f"w={r['new_tokens']}: {r['ms']:.2f} ms (x{r['ratio_to_w1']:.2f}; linears "
                                   f"{r['linear_ms']:.2f} ms, x{r['linear_ratio_to_w1']:.2f})" for r in rows),
                       flush=True)
-
-    cfg.out.mkdir(parents=True, exist_ok=True)
-    with open(cfg.out / "bench.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(results[0]))
-        writer.writeheader()
-        writer.writerows(results)
-    if costs:
-        with open(cfg.out / "forward_cost.csv", "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(costs[0]))
-            writer.writeheader()
-            writer.writerows(costs)
     meta = run_provenance | {"model": desc, "device": cfg.device, "dtype": cfg.dtype,
-                           "max_new_tokens": cfg.max_new_tokens, "args": {k: str(v) for k, v in vars(cfg).items()}}
-    (cfg.out / "bench.json").write_text(json.dumps({"meta": meta, "results": results, "forward_cost": costs},
-                                                   indent=2))
-    print(f"wrote {cfg.out / 'bench.csv'} and {cfg.out / 'bench.json'}")
+                             "max_new_tokens": cfg.max_new_tokens, "args": {k: str(v) for k, v in vars(cfg).items()}}
+    write_outputs(cfg.out, results, costs, meta)
     return results
+
+
+def fastest_runs(model, prompts, chosen, *, batch_size: int, cfg, pad_id: int) -> dict[str, dict]:
+    """``{name: row}``: each setting's fastest of ``cfg.repeats`` timed decodes at ``batch_size``. Repeats are
+    interleaved across settings so slow phases of a shared machine hit all of them."""
+    best: dict[str, dict] = {}
+    for _ in range(max(1, cfg.repeats)):
+        for name, unit in chosen:
+            row = bench_one(model, prompts, name, unit, batch_size, cfg.max_new_tokens, pad_id, cfg.device)
+            if name not in best or row["seconds"] < best[name]["seconds"]:
+                best[name] = row
+    return best
+
+
+def add_ratios(row: dict, best: dict[str, dict], *, baseline: bool) -> dict:
+    """``row`` with its ratios to the baselines among ``best`` (one batch size's rows by name); ``baseline``: the
+    row is a plain ``generate`` (no forward timings of its own)."""
+    nan = float("nan")
+    k1 = best[FORWARD_BASELINE]  # always run: the baseline of the forward ratios
+    cb = best.get(CONTINUOUS_BASELINE)  # transformers' own continuous batching, when it ran (--only generate_cb)
+    out = dict(row)
+    out["ratio_to_generate"] = row["tokens_per_second"] / best[BASELINE]["tokens_per_second"]
+    out["ratio_to_generate_cb"] = row["tokens_per_second"] / cb["tokens_per_second"] if cb else nan
+    # Tokens per second of forward time, relative to static k=1: the decoder's bookkeeping removed.
+    out["forward_only_ratio"] = nan if baseline else (
+        row["new_tokens"] / row["forward_seconds"] / (k1["new_tokens"] / k1["forward_seconds"]))
+    # Forward time per batched model call relative to static k=1's (prefill included): what a multi-token pass
+    # costs on this hardware. A zero-overhead decoder's speedup is pooled tokens per forward / this;
+    # speedup_per_tpf is the share of tokens per forward that turned into speed.
+    out["pass_cost_ratio"] = nan if baseline else (
+        row["forward_seconds"] / row["model_calls"] / (k1["forward_seconds"] / k1["model_calls"]))
+    out["speedup_per_tpf"] = out["ratio_to_generate"] / row["tokens_per_forward_pooled"]
+    return out
+
+
+def describe(row: dict) -> str:
+    """One printed line per (batch size, setting)."""
+    return (f"bs={row['batch_size']:<3d} {row['strategy']:<28s} tok/s={row['tokens_per_second']:9.1f} "
+            f"tpf={row['tokens_per_forward_mean']:5.2f}±{row['tokens_per_forward_std']:.2f} "
+            f"pooled {row['tokens_per_forward_pooled']:5.2f} "
+            f"x{row['ratio_to_generate']:.2f} vs generate x{row['ratio_to_generate_cb']:.2f} vs generate_cb "
+            f"overhead={row['overhead_share']:.0%}  "
+            f"forward-only x{row['forward_only_ratio']:.2f} vs k=1  "
+            f"pass cost x{row['pass_cost_ratio']:.2f}  speedup/tpf {row['speedup_per_tpf']:.2f}")
+
+
+def write_outputs(out: Path, results: list[dict], costs: list[dict], meta: dict) -> None:
+    """``bench.csv``, ``forward_cost.csv`` (when timed) and ``bench.json`` into ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    for name, rows in (("bench.csv", results), ("forward_cost.csv", costs)):
+        if rows:
+            with open(out / name, "w", newline="") as f:
+                writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+                writer.writeheader()
+                writer.writerows(rows)
+    (out / "bench.json").write_text(json.dumps({"meta": meta, "results": results, "forward_cost": costs}, indent=2))
+    print(f"wrote {out / 'bench.csv'} and {out / 'bench.json'}")
 
 
 if __name__ == "__main__":

@@ -213,30 +213,46 @@ def distill_step(student, teacher, raw: torch.Tensor, *, layout: Layout, mask_to
     loss = distill_loss(loss_mode, student_logits, teacher_logits=teacher_logits, chunk=proposals, targets=targets,
                         weight=weight, entropy_beta=entropy_beta)
     stats: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
-    ntp = None
-    ntp_count = torch.zeros((), dtype=torch.float64, device=raw.device)
+    ntp, ntp_count = None, torch.zeros((), dtype=torch.float64, device=raw.device)
     if ntp_weight:
-        real = (~layout.is_mask).to(raw.device)
-        tgt_idx = layout.target_index.to(raw.device)[real]  # [n_real]
-        ntp_w = tgt_idx[None, :] <= first_stop[:, None]
-        if target_mask is not None:
-            ntp_w &= target_mask.bool()[:, tgt_idx]
-        ntp = weighted_mean(token_ce(all_logits[:, real], raw[:, tgt_idx]), ntp_w)
-        ntp_count = ntp_w.sum().double()
+        ntp, ntp_count = prefix_ntp_loss(all_logits, raw, layout, first_stop=first_stop, target_mask=target_mask)
         stats["ntp_loss"] = (ntp.detach().double() * ntp_count, ntp_count)
     if count_mean is not None:
-        counts = torch.stack([weight.sum().double(), ntp_count])
-        mean = count_mean(counts.detach())
-        scale = torch.where(mean > 0, counts / mean.clamp_min(1e-30), torch.zeros_like(counts))
+        scale = global_count_scale(torch.stack([weight.sum().double(), ntp_count]), count_mean)
         loss = loss * scale[0].to(loss.dtype)
-        if ntp is not None:
-            ntp = ntp * scale[1].to(ntp.dtype)
+        ntp = None if ntp is None else ntp * scale[1].to(ntp.dtype)
     if ntp is not None:
         loss = loss + ntp_weight * ntp
     stats.update(_metrics(proposals, teacher_logits, targets, keep, loss_mode))
     stats["loss"] = _pair(loss.detach(), 1)
     return StepOutput(loss=loss, student_logits=student_logits, teacher_logits=teacher_logits, proposals=proposals,
                       targets=targets, input_ids=input_ids, forced_ids=forced, keep=keep, stats=stats)
+
+
+def prefix_ntp_loss(all_logits: torch.Tensor, raw: torch.Tensor, layout: Layout, *, first_stop: torch.Tensor,
+                    target_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The prefix next-token CE over the layout's real slots: ``(mean loss, float64 count of targets)``.
+
+    ``all_logits``: ``[B, S, V]`` at every slot; ``raw``: long[B, N]; ``first_stop``: long[B] (targets after it do
+    not count); ``target_mask``: bool[B, N] or None (only targets where it is True count).
+    """
+    real = (~layout.is_mask).to(raw.device)
+    tgt_idx = layout.target_index.to(raw.device)[real]  # [n_real]
+    counted = tgt_idx[None, :] <= first_stop[:, None]
+    if target_mask is not None:
+        counted &= target_mask.bool()[:, tgt_idx]
+    return weighted_mean(token_ce(all_logits[:, real], raw[:, tgt_idx]), counted), counted.sum().double()
+
+
+def global_count_scale(counts: torch.Tensor, count_mean: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    """``local count / mean count over processes`` per loss term (0 where no process has items).
+
+    ``counts``: float64[T], this process's item count per loss term; ``count_mean`` maps it to the mean over the
+    processes. Scaling each local mean loss by it makes the data-parallel average of gradients the gradient of
+    the mean over the global batch.
+    """
+    mean = count_mean(counts.detach())
+    return torch.where(mean > 0, counts / mean.clamp_min(1e-30), torch.zeros_like(counts))
 
 
 def _metrics(proposals, teacher_logits, targets, keep, loss_mode) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:

@@ -59,3 +59,29 @@ def test_random_llama_shapes():
             bench.parse_args(["--random-llama", bad])
     with pytest.raises(SystemExit):
         bench.parse_args(["--only", "static_k2,conf_0.5"])  # a typo must not silently drop a setting
+
+
+def test_cost_rows_are_medians_relative_to_the_first_width():
+    from selfdistill.decode.forward_cost import cost_rows
+
+    rows = cost_rows({1: [0.1, 0.3, 0.2], 4: [0.5, 0.4, 0.9]}, {1: [], 4: []}, batch_size=2, context=7)
+    assert [(r["new_tokens"], r["ms"], r["ratio_to_w1"]) for r in rows] == [(1, 200.0, 1.0), (4, 500.0, 2.5)]
+    assert all(r["batch_size"] == 2 and r["context"] == 7 for r in rows)
+    assert all(r["linear_ms"] != r["linear_ms"] for r in rows)  # no linear layers: nan, not a crash
+
+
+def test_ratios_are_against_generate_and_static_k1_of_the_same_batch_size():
+    bench = _load_script()
+    best = {"generate": {"tokens_per_second": 10.0, "tokens_per_forward_pooled": 1.0},
+            "static_k1": {"tokens_per_second": 12.0, "new_tokens": 100, "forward_seconds": 5.0, "model_calls": 100,
+                          "tokens_per_forward_pooled": 1.0},
+            "static_k2": {"tokens_per_second": 15.0, "new_tokens": 100, "forward_seconds": 4.0, "model_calls": 50,
+                          "tokens_per_forward_pooled": 2.0}}
+    row = bench.add_ratios(best["static_k2"], best, baseline=False)
+    assert row["ratio_to_generate"] == 1.5
+    assert row["forward_only_ratio"] == (100 / 4.0) / (100 / 5.0)  # 1.25
+    assert row["pass_cost_ratio"] == (4.0 / 50) / (5.0 / 100)  # 1.6: a two-token pass costs 1.6 one-token ones
+    assert row["speedup_per_tpf"] == 0.75
+    assert row["ratio_to_generate_cb"] != row["ratio_to_generate_cb"]  # no generate_cb row: nan
+    plain = bench.add_ratios(best["generate"], best, baseline=True)
+    assert plain["ratio_to_generate"] == 1.0 and plain["pass_cost_ratio"] != plain["pass_cost_ratio"]

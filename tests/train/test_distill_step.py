@@ -5,7 +5,8 @@ import copy
 import pytest
 import torch
 
-from selfdistill.train.distill_step import distill_step, first_stop_index, gather_inputs, region_keep, student_force
+from selfdistill.train.distill_step import (distill_step, first_stop_index, gather_inputs, global_count_scale,
+                                           region_keep, student_force)
 from selfdistill.train.layout import build_layout
 from selfdistill.train.losses import token_ce
 from selfdistill.models.mask_token import mask_token_id_from
@@ -155,6 +156,12 @@ def test_gt_mode_needs_no_teacher_and_ntp_matches_plain_pass():
     torch.testing.assert_close(out.loss.detach(), gt + 0.5 * ntp)
     with pytest.raises(ValueError, match="needs a teacher"):
         distill_step(student, None, raw, layout=lay, mask_token_id=96)
+
+
+def test_global_count_scale_is_local_over_mean_count_and_zero_where_nobody_has_items():
+    counts = torch.tensor([2.0, 0.0, 3.0], dtype=torch.float64)
+    scale = global_count_scale(counts, lambda c: torch.tensor([4.0, 0.0, 1.5], dtype=torch.float64))
+    assert scale.tolist() == [0.5, 0.0, 2.0]
 
 
 def test_mask_id_matches_tiny_model():

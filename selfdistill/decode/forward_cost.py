@@ -1,0 +1,107 @@
+"""What a multi-token pass costs on this hardware: the bare cached forward timed at widths ``w = 1..24``.
+
+A decoder that emits ``t`` tokens per forward is ``t`` times faster than one-token decoding only where a pass that
+feeds ``w`` tokens costs no more than a one-token pass (latency-bound hardware: a GPU, a CPU with AMX/AVX512-BF16
+in bf16). :func:`forward_cost` measures that cost, with no decoder around the model, so ``scripts/bench_decode.py``
+can report how much of a strategy's tokens per forward the hardware lets become speed.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+import torch
+
+#: The widths (new tokens per row) a bare forward is timed at.
+FORWARD_WIDTHS = (1, 2, 3, 4, 6, 8, 12, 16, 24)
+
+
+def sync(device) -> None:
+    """Wait for queued GPU work, so wall time covers it (a no-op on CPU)."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
+def forward_cost(model, *, batch_size: int, context: int, widths=FORWARD_WIDTHS, repeats: int = 30,
+                 device="cpu") -> list[dict]:
+    """Median wall time of one bare cached forward that feeds ``w`` new tokens per row, for each ``w``.
+
+    The cache holds ``context`` random tokens per row (no padding) and is cropped back after each forward. Each
+    width is timed in runs of consecutive forwards, as a decoder repeats similar passes (alternating widths forward
+    after forward made the one-token pass look ~1.5x slower than inside the decoder), and the runs of all widths
+    take turns over 3 rounds so slow phases of a shared machine hit all of them; the first forward of a run is
+    not kept. ``repeats`` forwards per width in all. Returns one dict per width with ``ms`` (median) and
+    ``ratio_to_w1`` (its cost relative to a one-token forward).
+
+    After each forward, the model's ``nn.Linear`` layers alone are run once in sequence on ``[batch, w, in]``
+    inputs (``linear_ms``, ``linear_ratio_to_w1``): the share of the forward's growth with ``w`` that the
+    matrix multiplications (the BLAS kernel at small ``batch * w``) account for.
+    """
+    from transformers import DynamicCache
+
+    vocab = model.get_input_embeddings().weight.shape[0]
+    g = torch.Generator().manual_seed(0)
+    cache = DynamicCache(config=model.config)
+    times: dict[int, list[float]] = {w: [] for w in widths}
+    linear_times: dict[int, list[float]] = {w: [] for w in widths}
+    rounds = 3
+    with torch.no_grad():
+        prefix = torch.randint(0, vocab - 8, (batch_size, context), generator=g).to(device)
+        model(input_ids=prefix, cache=cache, use_cache=True, logits_to_keep=1)
+        for _ in range(rounds):
+            for w in widths:
+                forwards, linears = _timed_run(model, cache, batch_size=batch_size, context=context, width=w,
+                                               runs=-(-repeats // rounds), generator=g, device=device)
+                times[w] += forwards
+                linear_times[w] += linears
+    return cost_rows(times, linear_times, batch_size=batch_size, context=context)
+
+
+def _timed_run(model, cache, *, batch_size: int, context: int, width: int, runs: int, generator,
+               device) -> tuple[list[float], list[float]]:
+    """``runs`` timed forwards of ``width`` random tokens per row (after one untimed one), each followed by the
+    linear layers alone; returns both lists of seconds."""
+    from selfdistill.decode.blocks import model_pass_mask
+
+    vocab = model.get_input_embeddings().weight.shape[0]
+    dtype = model.get_input_embeddings().weight.dtype
+    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    # the mask the decoder would hand the model for this pass
+    mask = model_pass_mask(model, torch.ones(batch_size, context + width, dtype=torch.long, device=device), width)
+    positions = torch.arange(context, context + width, device=device)[None].repeat(batch_size, 1)
+    linear_inputs = [torch.randn(batch_size, width, m.in_features, generator=generator).to(device, dtype)
+                     for m in linears]
+    forwards, linear_seconds = [], []
+    for rep in range(runs + 1):
+        ids = torch.randint(0, vocab - 8, (batch_size, width), generator=generator).to(device)
+        sync(device)
+        start = time.perf_counter()
+        model(input_ids=ids, attention_mask=mask, position_ids=positions, cache=cache, use_cache=True,
+              logits_to_keep=width)
+        sync(device)
+        if rep:
+            forwards.append(time.perf_counter() - start)
+        cache.crop(-width)
+        start = time.perf_counter()
+        for layer, x in zip(linears, linear_inputs):
+            layer(x)
+        sync(device)
+        if rep and linears:
+            linear_seconds.append(time.perf_counter() - start)
+    return forwards, linear_seconds
+
+
+def cost_rows(times: dict[int, list[float]], linear_times: dict[int, list[float]], *, batch_size: int,
+              context: int) -> list[dict]:
+    """One row per width (in ``times``' order): median ms of the forward and of the linears, and each relative to
+    the first width's (``nan`` for the linears when the model has none)."""
+    def median(values):
+        return statistics.median(values) if values else float("nan")
+
+    first = next(iter(times))
+    base, linear_base = median(times[first]), median(linear_times[first])
+    return [{"batch_size": batch_size, "context": context, "new_tokens": w,
+             "ms": 1e3 * median(times[w]), "ratio_to_w1": median(times[w]) / base,
+             "linear_ms": 1e3 * median(linear_times[w]), "linear_ratio_to_w1": median(linear_times[w]) / linear_base}
+            for w in times]
