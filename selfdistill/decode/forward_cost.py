@@ -41,6 +41,7 @@ def forward_cost(model, *, batch_size: int, context: int, widths=FORWARD_WIDTHS,
     from transformers import DynamicCache
 
     vocab = model.get_input_embeddings().weight.shape[0]
+    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
     g = torch.Generator().manual_seed(0)
     cache = DynamicCache(config=model.config)
     times: dict[int, list[float]] = {w: [] for w in widths}
@@ -51,22 +52,21 @@ def forward_cost(model, *, batch_size: int, context: int, widths=FORWARD_WIDTHS,
         model(input_ids=prefix, cache=cache, use_cache=True, logits_to_keep=1)
         for _ in range(rounds):
             for w in widths:
-                forwards, linears = _timed_run(model, cache, batch_size=batch_size, context=context, width=w,
-                                               runs=-(-repeats // rounds), generator=g, device=device)
+                forwards, linear_seconds = _timed_run(model, cache, linears, batch_size=batch_size,
+                                                      context=context, width=w, runs=-(-repeats // rounds),
+                                                      generator=g, device=device)
                 times[w] += forwards
-                linear_times[w] += linears
+                linear_times[w] += linear_seconds
     return cost_rows(times, linear_times, batch_size=batch_size, context=context)
 
 
-def _timed_run(model, cache, *, batch_size: int, context: int, width: int, runs: int, generator,
-               device) -> tuple[list[float], list[float]]:
+def _timed_run(model, cache, linears: list[torch.nn.Linear], *, batch_size: int, context: int, width: int,
+               runs: int, generator, device) -> tuple[list[float], list[float]]:
     """``runs`` timed forwards of ``width`` random tokens per row (after one untimed one), each followed by the
-    linear layers alone; returns both lists of seconds."""
+    model's ``linears`` alone; returns both lists of seconds."""
     from selfdistill.decode.blocks import model_pass_mask
 
-    vocab = model.get_input_embeddings().weight.shape[0]
-    dtype = model.get_input_embeddings().weight.dtype
-    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    vocab, dtype = model.get_input_embeddings().weight.shape[0], model.get_input_embeddings().weight.dtype
     # the mask the decoder would hand the model for this pass
     mask = model_pass_mask(model, torch.ones(batch_size, context + width, dtype=torch.long, device=device), width)
     positions = torch.arange(context, context + width, device=device)[None].repeat(batch_size, 1)
