@@ -13,13 +13,19 @@ from selfdistill.decode.registry import strategy_class, strategy_names
 from selfdistill.eval.evaluation import DecodeSetting
 from selfdistill.eval.frontier import frontier_mask
 
-#: The two frontiers reported per task: (name, x column, x label). Accuracy is always the y axis.
-FRONTIERS = (("tokens_per_forward", "tokens_per_forward_mean", "tokens per forward pass"),
-             ("tokens_per_second", "tokens_per_second", "tokens / s"))
+#: The frontiers reported per task, one plot panel each: (name, x column, x label, y column, y label). The third
+#: is fidelity: agreement with the same model's greedy answers, the axis that matters where task accuracy sits at
+#: the floor (a 135M model on GSM8K), since it counts every changed answer, right or wrong.
+FRONTIERS = (("tokens_per_forward", "tokens_per_forward_mean", "tokens per forward pass", "accuracy", "accuracy (%)"),
+             ("tokens_per_second", "tokens_per_second", "tokens / s", "accuracy", "accuracy (%)"),
+             ("agreement", "tokens_per_forward_mean", "tokens per forward pass", "answer_agreement",
+              "answer agreement with greedy (%)"))
+#: The mark of each frontier in ``frontier.md``.
+FRONTIER_MARKS = {"tokens_per_forward": "F", "tokens_per_second": "T", "agreement": "A"}
 CSV_COLUMNS = ("task", "setting", "strategy", "k", "threshold", "k_max", "mask_margin", "n", "accuracy",
                "accuracy_stderr", "tokens_per_forward_mean", "tokens_per_forward_std", "tokens_per_second",
                "answer_agreement", "exact_agreement", "batch_size", "num_threads", "host", "seconds", "new_tokens",
-               "forward_passes", "frontier_tokens_per_forward", "frontier_tokens_per_second")
+               "forward_passes", *(f"frontier_{name}" for name, *_ in FRONTIERS))
 
 
 def table_rows(task: str, summaries: Sequence[dict]) -> list[dict]:
@@ -32,8 +38,8 @@ def table_rows(task: str, summaries: Sequence[dict]) -> list[dict]:
         row.update(task=task, setting=st["name"], strategy=st["strategy"],
                    **{k: st.get(k) if k in options else None for k in ("k", "threshold", "k_max", "mask_margin")})
         rows.append(row)
-    for name, xcol, _ in FRONTIERS:
-        for row, on in zip(rows, frontier_mask(rows, x=xcol, y="accuracy")):
+    for name, xcol, _, ycol, _ in FRONTIERS:
+        for row, on in zip(rows, frontier_mask(rows, x=xcol, y=ycol)):
             row[f"frontier_{name}"] = on
     return rows
 
@@ -60,14 +66,14 @@ def frontier_markdown(rows_by_task: dict[str, list[dict]], *, model: str, batch_
              "Accuracy ± standard error (%); tokens per forward pass, mean ± std over samples (prefill pass "
              f"counted); tokens/s measured at batch size {batch_size}; agreement with the same model's greedy "
              "output (the generate row): extracted answer / exact completion (%). Frontier (non-dominated, higher "
-             "is better on both axes): **F** accuracy vs tokens per forward, **T** accuracy vs tokens/s.", ""]
+             "is better on both axes): **F** accuracy vs tokens per forward, **T** accuracy vs tokens/s, **A** answer "
+             "agreement vs tokens per forward.", ""]
     for task, rows in rows_by_task.items():
         lines += [f"## {task} (n = {rows[0]['n']})", "",
                   "| setting | accuracy (%) | tokens / forward | tokens / s | agreement (%) | frontier |",
                   "|---|---:|---:|---:|---:|:---:|"]
         for r in rows:
-            marks = "".join(m for m, key in (("F", "frontier_tokens_per_forward"), ("T", "frontier_tokens_per_second"))
-                            if r[key])
+            marks = "".join(m for name, m in FRONTIER_MARKS.items() if r[f"frontier_{name}"])
             lines.append(f"| {r['setting']} | {_fmt(100 * r['accuracy'], 1)} ± {_fmt(100 * r['accuracy_stderr'], 1)} "
                          f"| {_fmt(r['tokens_per_forward_mean'], 2)} ± {_fmt(r['tokens_per_forward_std'], 2)} "
                          f"| {_fmt(r['tokens_per_second'], 1)} | {_pct(r['answer_agreement'])} / "
@@ -77,48 +83,56 @@ def frontier_markdown(rows_by_task: dict[str, list[dict]], *, model: str, batch_
 
 
 def plot_task(path: Path, task: str, rows: Sequence[dict], *, model: str, batch_size: int) -> None:
-    """Accuracy vs tokens per forward (left) and vs tokens/s (right): ConfAdapt curve, static-k points, verify,
-    the generate baseline, error bars = standard error, frontier drawn as a step line and ringed."""
+    """One panel per :data:`FRONTIERS` entry (accuracy vs tokens per forward and vs tokens/s, answer agreement vs
+    tokens per forward): ConfAdapt curve, static-k points, verify, the generate baseline, error bars = standard
+    error, frontier drawn as a step line and ringed. A panel whose y column no row has (agreement without a
+    generate row) is left out."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.6))
-    for ax, (name, xcol, xlabel) in zip(axes, FRONTIERS):
-        for strategy in strategy_names():
-            unit = strategy_class(strategy)
-            style = unit.plot_style | {"label": unit.label}
-            pts = [r for r in rows if r["strategy"] == strategy and _finite(r[xcol])]
-            if unit.curve is not None:
-                pts.sort(key=lambda r: -r[unit.curve])
-            if not pts:
-                continue
-            if name == "tokens_per_second":
-                style = style | {"ls": "none"}  # measured speed need not fall with the threshold: no curve
-            ax.errorbar([r[xcol] for r in pts], [100 * r["accuracy"] for r in pts],
-                        yerr=[100 * _nan0(r["accuracy_stderr"]) for r in pts], capsize=2, **style)
-            for r in pts:
-                label = _point_label(r)
-                if label:
-                    ax.annotate(label, (r[xcol], 100 * r["accuracy"]), fontsize=7, xytext=(3, 3),
-                                textcoords="offset points")
-        front = sorted((r for r in rows if r[f"frontier_{name}"]), key=lambda r: r[xcol])
-        if front:
-            ax.step([r[xcol] for r in front], [100 * r["accuracy"] for r in front], where="post", color="red",
-                    alpha=0.35, lw=6, zorder=0, label="Pareto frontier")
-            ax.scatter([r[xcol] for r in front], [100 * r["accuracy"] for r in front], s=160, facecolors="none",
-                       edgecolors="red", zorder=5)
-        ax.set_xlabel(xlabel + (f" (batch size {batch_size})" if name == "tokens_per_second" else ""))
-        ax.set_ylabel("accuracy (%)")
-        ax.set_ylim(-2, min(102, 100 * max(r["accuracy"] for r in rows) * 1.15 + 5))
-        ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=8, loc="best")
+    panels = [f for f in FRONTIERS if any(_finite(r.get(f[3])) for r in rows)]
+    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.6), squeeze=False)
+    for ax, panel in zip(axes[0], panels):
+        _plot_panel(ax, rows, panel, batch_size=batch_size)
+    axes[0][0].legend(fontsize=8, loc="best")
     fig.suptitle(f"{task}: {model} (n = {rows[0]['n']})")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def _plot_panel(ax, rows: Sequence[dict], panel: tuple, *, batch_size: int) -> None:
+    name, xcol, xlabel, ycol, ylabel = panel
+    for strategy in strategy_names():
+        unit = strategy_class(strategy)
+        style = unit.plot_style | {"label": unit.label}
+        pts = [r for r in rows if r["strategy"] == strategy and _finite(r[xcol]) and _finite(r.get(ycol))]
+        if unit.curve is not None:
+            pts.sort(key=lambda r: -r[unit.curve])
+        if not pts:
+            continue
+        if name == "tokens_per_second":
+            style = style | {"ls": "none"}  # measured speed need not fall with the threshold: no curve
+        yerr = [100 * _nan0(r["accuracy_stderr"]) for r in pts] if ycol == "accuracy" else None
+        ax.errorbar([r[xcol] for r in pts], [100 * r[ycol] for r in pts], yerr=yerr, capsize=2, **style)
+        for r in pts:
+            label = _point_label(r)
+            if label:
+                ax.annotate(label, (r[xcol], 100 * r[ycol]), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    front = sorted((r for r in rows if r[f"frontier_{name}"]), key=lambda r: r[xcol])
+    if front:
+        ax.step([r[xcol] for r in front], [100 * r[ycol] for r in front], where="post", color="red", alpha=0.35,
+                lw=6, zorder=0, label="Pareto frontier")
+        ax.scatter([r[xcol] for r in front], [100 * r[ycol] for r in front], s=160, facecolors="none",
+                   edgecolors="red", zorder=5)
+    ax.set_xlabel(xlabel + (f" (batch size {batch_size})" if name == "tokens_per_second" else ""))
+    ax.set_ylabel(ylabel)
+    top = max(100 * r[ycol] for r in rows if _finite(r.get(ycol)))
+    ax.set_ylim(-2, min(102, top * 1.15 + 5))
+    ax.grid(alpha=0.3)
 
 
 def _point_label(row: dict) -> str | None:
@@ -143,7 +157,7 @@ def write_reports(root: Path, summaries: dict[str, list[dict]], *, meta: dict, p
     written = {"csv": root / "summary.csv", "json": root / "summary.json", "markdown": root / "frontier.md"}
     write_csv(written["csv"], all_rows)
     frontiers = {task: {name: [r["setting"] for r in sorted(rows, key=lambda r: r[xcol]) if r[f"frontier_{name}"]]
-                        for name, xcol, _ in FRONTIERS} for task, rows in rows_by_task.items()}
+                        for name, xcol, *_ in FRONTIERS} for task, rows in rows_by_task.items()}
     written["json"].write_text(json.dumps(meta | {"results": summaries, "frontier": frontiers}, indent=2,
                                           default=str))
     model, batch = meta["config"]["model"], meta["config"]["batch_size"]

@@ -67,7 +67,7 @@ def test_tiny_sweep_writes_reports_and_resumes(pareto, ckpt, tmp_path, monkeypat
     assert float(rows[0]["tokens_per_forward_mean"]) == 1.0
     summary = json.loads((root / "summary.json").read_text())
     assert {"command", "commit", "hardware", "versions"} <= set(summary["provenance"])
-    assert set(summary["frontier"]["synthetic"]) == {"tokens_per_forward", "tokens_per_second"}
+    assert set(summary["frontier"]["synthetic"]) == {"tokens_per_forward", "tokens_per_second", "agreement"}
     samples = [json.loads(line) for line in open(root / "samples/synthetic__generate.jsonl")]
     assert len(samples) == 20 and {"completion", "extracted", "gold", "correct", "forward_passes"} <= set(samples[0])
     assert "## synthetic (n = 20)" in (root / "frontier.md").read_text()
