@@ -102,7 +102,8 @@ class SweepStore:
         """The stored summary of (task, setting), ``None`` if not done (or ``overwrite``).
 
         Raises if it was measured under other conditions, naming the differences: mixing them in one table
-        would be wrong, and silently redoing them would throw away work.
+        would be wrong, and silently redoing them would throw away work. Raises too if its samples file is gone
+        (the agreement columns are computed from it), before anything is decoded.
         """
         path = self._run_file(task, setting)
         if self.overwrite or not path.is_file():
@@ -115,6 +116,11 @@ class SweepStore:
             raise ValueError(
                 f"{path} was measured under different conditions (stored, requested): {diff}. Use another "
                 "--name for the new conditions, or --overwrite to redo them here.")
+        samples = self.samples_file(task, setting)
+        if not samples.is_file():
+            raise FileNotFoundError(
+                f"{path} is a finished pair but its samples {samples} are missing (the reports and the agreement "
+                "columns are computed from them): restore them, or use --overwrite to redo the pair.")
         return stored["summary"]
 
     def records(self, task: str, setting: DecodeSetting) -> list[dict]:

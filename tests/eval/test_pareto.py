@@ -109,6 +109,18 @@ def test_replaced_checkpoint_at_the_same_path_is_refused_and_a_touched_one_resum
         pareto.main(cfg)
 
 
+def test_finished_pair_without_its_samples_is_refused_before_decoding(pareto, tmp_path, monkeypatch):
+    # what a fresh clone looked like while gzipped samples were git-ignored: run files present, samples gone
+    ckpt = save_tiny_checkpoint(tmp_path / "ckpt")
+    cfg = small_cfg(pareto, ckpt, tmp_path / "out", limit=1, plots=False)
+    root = pareto.main(cfg)
+    (root / "samples" / "synthetic__generate.jsonl").unlink()
+    calls = count_evaluations(monkeypatch)
+    with pytest.raises(FileNotFoundError, match="synthetic__generate.jsonl are missing"):
+        pareto.main(replace(cfg, static_k=[2]))  # a new setting: nothing is decoded before the refusal
+    assert calls == []
+
+
 @pytest.mark.parametrize("over,match", [
     ({"tasks": ["nope"]}, "unknown task suite"),
     ({"thresholds": [1.5]}, "thresholds must be in"),
