@@ -35,6 +35,9 @@ from selfdistill.provenance import differences
 PAPER_THRESHOLDS = (0.995, 0.99, 0.98, 0.97, 0.96, 0.95, 0.90, 0.87, 0.85, 0.80, 0.75, 0.70, 0.65, 0.60)
 PAPER_STATIC_K = (1, 2, 3, 4, 5)
 PAPER_K_MAX = 16
+#: Fingerprint keys recorded but not compared on resume: where the checkpoint lies (its files' content is compared,
+#: as ``checkpoint``), so a fresh clone or a copy of the same model resumes the committed pairs.
+RECORDED_ONLY = frozenset({"model_path"})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -111,7 +114,7 @@ class SweepStore:
         stored = json.loads(path.read_text())
         want = self.fingerprint | {"setting": asdict(setting)}
         have = stored.get("fingerprint", {})
-        diff = differences(have, want)
+        diff = {k: v for k, v in differences(have, want).items() if k not in RECORDED_ONLY}
         if diff:
             raise ValueError(
                 f"{path} was measured under different conditions (stored, requested): {diff}. Use another "

@@ -3,6 +3,7 @@
 import csv
 import json
 import os
+import shutil
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -101,6 +102,12 @@ def test_replaced_checkpoint_at_the_same_path_is_refused_and_a_touched_one_resum
     calls = count_evaluations(monkeypatch)
     pareto.main(cfg)
     assert calls == []
+    # the same model name resolving to a copy of the files elsewhere (a packaged alias in a fresh clone): resumed
+    elsewhere = str(shutil.copytree(ckpt, tmp_path / "elsewhere"))
+    monkeypatch.setattr(pareto, "resolve_model", lambda name: elsewhere)
+    pareto.main(cfg)
+    assert calls == []
+    monkeypatch.undo()
     # "retrained" in place: same size, one byte of a tensor changed
     data = bytearray(weights.read_bytes())
     data[-1] ^= 1
