@@ -53,7 +53,8 @@ class BenchServeConfig:
     gsm8k_path: str | None = field(default=None, metadata={"help": "default ../shared/data/gsm8k"})
     startup_timeout: float = field(default=300.0, metadata={"help": "seconds the server may take to load"})
     k_max: int | None = field(default=None, metadata={
-        "help": "ConfAdapt/verify: positions read per pass (default: the strategy's); use the k the model was trained to"})
+        "help": "ConfAdapt/verify: positions read per pass (default: the strategy's); use the k the model was "
+                "trained to"})
     mask_margin: int | None = field(default=None, metadata={
         "help": "ConfAdapt/verify: adaptive mask count, masks used last pass + this (default: k_max - 1 masks)"})
 

@@ -6,8 +6,9 @@ the packed step over all S slots twice (``distill_gated_packed``). Same model, s
 The distillation step is a student forward+backward plus a teacher forward over the same S slots, so its floor is
 about 4/3 of an SFT step (forward ~1/3, backward ~2/3 of a training step). The gated step trains only the adapters
 and the mask embedding (no optimizer state for the base, no teacher copy); packed, its backward still runs through
-every position, while with the shared prefix only the mask slots carry grad. Each mode runs in its own spawned process so its peak memory is its own: CUDA
-``max_memory_allocated``, or on CPU the process's peak RSS (model load included, the same for every mode).
+every position, while with the shared prefix only the mask slots carry grad. Each mode runs in its own spawned
+process so its peak memory is its own: CUDA ``max_memory_allocated``, or on CPU the process's peak RSS (model
+load included, the same for every mode).
 
     python scripts/bench_train.py                                          # small random Llama on CPU
     python scripts/bench_train.py --model smollm2-135m-instruct --steps 3  # the embedded real model
@@ -21,7 +22,6 @@ from __future__ import annotations
 import json
 import multiprocessing as mp
 import resource
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -33,7 +33,8 @@ MODES = ("sft", "distill", "distill_gated", "distill_gated_packed")
 @dataclass(kw_only=True)
 class TrainBenchConfig:
     model: str | None = field(default=None, metadata={
-        "help": "alias, checkpoint folder or hub id (selfdistill.load_model); default: a random model of the shape below"})
+        "help": "alias, checkpoint folder or hub id (selfdistill.load_model); default: a random model of the shape "
+                "below"})
     modes: list[str] = field(default_factory=lambda: list(MODES), metadata={"help": f"of {', '.join(MODES)}"})
     arch: str = field(default="llama", metadata={"help": "llama or qwen3 (random model only)"})
     vocab_size: int = 4096
@@ -155,8 +156,8 @@ def _measure(mode: str, args: TrainBenchConfig, queue) -> None:
         peak = torch.cuda.max_memory_allocated() / 2**20
     else:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB -> MiB
-    queue.put({"mode": mode, "seconds_per_step": seconds, "peak_memory_mib": peak, "trainable_params_m": trainable / 1e6,
-               "params_m": sum(p.numel() for p in model.parameters()) / 1e6})
+    queue.put({"mode": mode, "seconds_per_step": seconds, "peak_memory_mib": peak,
+               "trainable_params_m": trainable / 1e6, "params_m": sum(p.numel() for p in model.parameters()) / 1e6})
 
 
 def report(results: dict, args: TrainBenchConfig, memory_kind: str) -> list[str]:
@@ -199,7 +200,8 @@ def main(args: TrainBenchConfig) -> dict:
     model = args.model or f"random {args.arch}"
     (out / f"{stamp}.md").write_text(
         f"Command: `{record['command']}`\n\nCommit: {record['commit']}\n\nHardware: {record['hardware']}\n\n"
-        f"Model: {model}, {results[args.modes[0]]['params_m']:.2f}M params, {asdict(args)}\n\n" + "\n".join(lines) + "\n")
+        f"Model: {model}, {results[args.modes[0]]['params_m']:.2f}M params, {asdict(args)}\n\n"
+        + "\n".join(lines) + "\n")
     return record
 
 

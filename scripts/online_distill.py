@@ -5,13 +5,15 @@ with no ``--config`` the CPU demo ``configs/tiny.yaml`` is used)::
 
     python scripts/online_distill.py                                   # tiny teacher, synthetic data, CPU
     python scripts/online_distill.py --config configs/tiny.yaml --max_steps 50 --output_dir runs/tiny
-    accelerate launch --config_file configs/accelerate/cpu_ddp_2proc.yaml scripts/online_distill.py --config configs/tiny.yaml
+    accelerate launch --config_file configs/accelerate/cpu_ddp_2proc.yaml scripts/online_distill.py \\
+        --config configs/tiny.yaml
     accelerate launch --config_file configs/accelerate/fsdp_multi_gpu.yaml scripts/online_distill.py \\
         --config configs/llama31_8b_magpie.yaml
     accelerate launch --config_file configs/accelerate/deepspeed_zero3.yaml scripts/online_distill.py \\
         --config configs/qwen3_4b_instruct.yaml
     # resume exactly where a run stopped (a checkpoint, or true: the newest in output_dir):
-    accelerate launch ... scripts/online_distill.py --config configs/X.yaml --resume_from_checkpoint runs/X/checkpoint-2000
+    accelerate launch ... scripts/online_distill.py --config configs/X.yaml \\
+        --resume_from_checkpoint runs/X/checkpoint-2000
 
 A used ``output_dir`` is refused unless resuming or ``--overwrite_output_dir true``; a non-finite loss or gradient
 stops the run with exit status 1 (docs/training.md: what is checked before the model loads, what resume accepts).
@@ -30,7 +32,7 @@ import os
 import time
 from pathlib import Path
 
-from selfdistill.train.run_dir import RESOLVED_CONFIG, RUN_RECORD
+from selfdistill.train.run_dir import RUN_RECORD
 from selfdistill.train.config import DistillConfig
 from selfdistill.train.run import run_distillation
 

@@ -1,9 +1,9 @@
 """Accuracy vs speed sweep of one model: ConfAdapt thresholds, static k, lossless verify and the plain
 ``model.generate`` baseline, over task suites; Pareto frontier per task. See docs/pareto.md.
 
-    python scripts/pareto.py                       # the shipped distilled tiny model, synthetic + bbh_learnt (CPU, <15 min)
+    python scripts/pareto.py                      # the shipped tiny student: synthetic + bbh_learnt (CPU, <15 min)
     python scripts/pareto.py --model tiny-teacher --add_mask_token --name tiny_teacher_step0   # undistilled baseline
-    python scripts/pareto.py --model tiny-teacher --static False --conf_adapt False --verify False --limit 100 \
+    python scripts/pareto.py --model tiny-teacher --static False --conf_adapt False --verify False --limit 100 \\
         --name tiny_teacher                           # plain greedy accuracy only (the teacher's record)
     python scripts/pareto.py --model path/to/ckpt --tasks gsm8k bbh --limit 200 --prompt_style few_shot \\
         --batch_size 1 --dtype float32 --device cuda --max_new_tokens 512 --name llama_gsm8k_bbh

@@ -53,7 +53,8 @@ def test_every_module_sits_in_a_stage_or_is_shared():
 def test_imports_flow_one_way(path):
     stage = path.relative_to(PACKAGE).parts[0]
     wrong = _stage_imports(path) - ALLOWED[stage] - SHARED - {stage}
-    assert not wrong, f"{path.relative_to(PACKAGE)} ({stage}) imports {sorted(wrong)}; allowed: {sorted(ALLOWED[stage])}"
+    assert not wrong, (f"{path.relative_to(PACKAGE)} ({stage}) imports {sorted(wrong)}; "
+                       f"allowed: {sorted(ALLOWED[stage])}")
 
 
 def test_the_shared_modules_import_no_stage():

@@ -117,8 +117,8 @@ class SelfDistillLM(HFLM):
         same as plain greedy ``generate``'s? (METHOD.md section 5; :mod:`selfdistill.eval.agreement`.)"""
         if not self.agreement:
             return [{} for _ in gens]
-        ref = decode_batch(self.model, self.tokenizer, [r.args[0] for r in requests], DecodeSetting(strategy="generate"),
-                           max_new_tokens=max_new, stops=stops, batch_size=batch)
+        ref = decode_batch(self.model, self.tokenizer, [r.args[0] for r in requests],
+                           DecodeSetting(strategy="generate"), max_new_tokens=max_new, stops=stops, batch_size=batch)
         out = []
         for req, g, r in zip(requests, gens, ref):
             doc_task = (getattr(req, "doc", None) or {}).get("task")

@@ -259,7 +259,8 @@ def attach_saved_adapter(model, directory: str | os.PathLike) -> GatedLoRAState:
     model.resize_token_embeddings(meta["vocab_size"], mean_resizing=False)
     rows = pop_new_rows(weights)
     with torch.no_grad():
-        for key, matrix in ((NEW_ROWS_KEY, model.get_input_embeddings().weight), (NEW_OUTPUT_ROWS_KEY, _untied_output(model))):
+        for key, matrix in ((NEW_ROWS_KEY, model.get_input_embeddings().weight),
+                            (NEW_OUTPUT_ROWS_KEY, _untied_output(model))):
             if (key in rows) != (matrix is not None):
                 raise ValueError(f"adapter and base model disagree on tied embeddings ({key})")
             if matrix is not None:

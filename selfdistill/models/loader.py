@@ -67,8 +67,8 @@ def resolve_model_path(name_or_path: str) -> str:
         return str(path)
     looks_local = name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1 or "\\" in name_or_path
     if looks_local or path.exists() or not _HUB_ID.fullmatch(name_or_path):
-        raise FileNotFoundError(f"model {name_or_path!r}: no such folder, and not an alias ({', '.join(MODEL_SOURCES)}) "
-                                "or a hub id of the form 'org/name'")
+        raise FileNotFoundError(f"model {name_or_path!r}: no such folder, and not an alias "
+                                f"({', '.join(MODEL_SOURCES)}) or a hub id of the form 'org/name'")
     return name_or_path
 
 

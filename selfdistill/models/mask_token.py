@@ -87,8 +87,9 @@ def mask_token_id_from(model) -> int | None:
 def mask_token_id_in_checkpoint(path_or_name: str) -> int | None:
     """The mask id a saved checkpoint carries, read from its ``config.json`` without loading any weights.
 
-    A gated-LoRA adapter folder answers from its ``gated_lora_config.json``. Otherwise only ``config.json`` is consulted: transformers 5.x drops unknown keys when it loads a generation config, so
-    the copy in ``generation_config.json`` never survives a reload.
+    A gated-LoRA adapter folder answers from its ``gated_lora_config.json``. Otherwise only ``config.json`` is
+    consulted: transformers 5.x drops unknown keys when it loads a generation config, so the copy in
+    ``generation_config.json`` never survives a reload.
     """
     from pathlib import Path
 

@@ -43,20 +43,24 @@ class DistillConfig(TrainingArguments):
     ntp_weight: float = field(default=0.0, metadata={"help": "Weight of the prefix next-token CE on real slots."})
     entropy_beta: float = field(default=0.0, metadata={"help": "Weight of the student-entropy penalty."})
     random_offset: bool = field(default=True, metadata={"help": "Shift the layout by a random offset each step."})
-    k_sampling: str = field(default="shared", metadata={"help": f"One of {K_SAMPLING}: one k for all ranks or one each."})
+    k_sampling: str = field(default="shared",
+                            metadata={"help": f"One of {K_SAMPLING}: one k for all ranks or one each."})
     eval_k: int | None = field(default=None, metadata={"help": "Fixed k for evaluation (default k_max), offset 0."})
     model_dtype: str = field(default="float32", metadata={
         "help": f"Student weight dtype, one of {tuple(DTYPES)}; use bf16: true for mixed precision."})
-    teacher_dtype: str = field(default="auto", metadata={"help": f"Teacher dtype, one of {tuple(DTYPES)} (auto: student's)."})
+    teacher_dtype: str = field(default="auto",
+                               metadata={"help": f"Teacher dtype, one of {tuple(DTYPES)} (auto: student's)."})
     attn_implementation: str = field(default="sdpa", metadata={"help": f"One of {ATTN_IMPLEMENTATIONS}."})
     chat_template: bool = field(default=False, metadata={"help": "Wrap prompts in the tokenizer's chat template."})
     completion_only_loss: bool = field(default=False, metadata={
         "help": "Only regions whose first target is on a row's target side count (as SFT's completion-only loss); "
                 "for teachers that never learnt to model prompts. Off: every region (METHOD.md)."})
     packing: bool = field(default=False, metadata={
-        "help": "Concatenate rows (EOS-separated) into full windows; off: one row per window, regions after its EOS pruned."})
+        "help": "Concatenate rows (EOS-separated) into full windows; off: one row per window, regions after its EOS "
+                "pruned."})
     num_reserved_mask_tokens: int = field(default=32, metadata={"help": "Mask ids reserved (the first is used)."})
-    pad_vocab_to_multiple_of: int | None = field(default=None, metadata={"help": "Pad the resized vocab (authors: 128)."})
+    pad_vocab_to_multiple_of: int | None = field(default=None,
+                                                 metadata={"help": "Pad the resized vocab (authors: 128)."})
     adapter: str = field(default="none", metadata={
         "help": f"One of {ADAPTERS}: 'none' fine-tunes every weight against a frozen copy; 'gated_lora' freezes the "
                 "base, adds adapters active only at mask tokens, and the teacher is the same weights, adapters off."})

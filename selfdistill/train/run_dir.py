@@ -29,7 +29,8 @@ RESOLVED_CONFIG = "distill_config.yaml"
 METRICS_FILE = "metrics.jsonl"
 RUN_RECORD = "run_record.json"
 #: Settings a resumed run may change: where and how often it logs, saves and evaluates, how long it trains, how
-#: it reports, which of two equal computations it uses. Everything else (model, data, layout, loss, optimiser, schedule, batch, seed) must match.
+#: it reports, which of two equal computations it uses. Everything else (model, data, layout, loss, optimiser,
+#: schedule, batch, seed) must match.
 RESUME_MAY_CHANGE = frozenset({
     "output_dir", "logging_dir", "logging_strategy", "logging_steps", "logging_first_step", "save_strategy",
     "save_steps", "save_total_limit", "eval_strategy", "eval_steps", "do_eval", "max_eval_windows",
@@ -146,9 +147,9 @@ def prepare_output_dir(cfg) -> None:
     if resume is not None:
         changed = changed_settings(cfg, resume)
         if changed:
-            raise ResumeMismatchError(f"resuming {resume} with changed settings (checkpoint's, requested): {changed}. Only "
-                             f"{sorted(RESUME_MAY_CHANGE)} may change; start a new run in another output_dir for "
-                             "the rest")
+            raise ResumeMismatchError(f"resuming {resume} with changed settings (checkpoint's, requested): {changed}. "
+                                      f"Only {sorted(RESUME_MAY_CHANGE)} may change; start a new run in another "
+                                      "output_dir for the rest")
         remove_stale_saves(cfg.output_dir)
         truncate_metrics(cfg.output_dir, checkpoint_step(resume))
     elif os.path.isdir(cfg.output_dir) and os.listdir(cfg.output_dir):

@@ -12,8 +12,8 @@ import yaml
 from rewards import grade
 from selfdistill.data.gsm8k_exemplars import GSM8K_COT_EXEMPLARS
 from selfdistill.paths import default_bbh_dir
-from selfdistill.data.prompts import (SCHEMA, apply_chat_template, bbh_fewshot_header, fewshot_prefix_for, render_prompt,
-                                 render_target, render_training_text, stop_strings)
+from selfdistill.data.prompts import (SCHEMA, apply_chat_template, bbh_fewshot_header, fewshot_prefix_for,
+                                      render_prompt, render_target, render_training_text, stop_strings)
 
 needs_bbh = pytest.mark.skipif(not (default_bbh_dir() / "cot-prompts").is_dir(),
                                reason=f"BBH data absent at {default_bbh_dir()} (needs ../shared/data)")

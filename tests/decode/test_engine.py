@@ -173,7 +173,8 @@ def test_sweep_reads_the_registry():
 @pytest.mark.parametrize("case, warns", [(dict(strategy="conf_adapt", k_max=6), True),
                                          (dict(strategy="conf_adapt", k_max=5), False),
                                          (dict(strategy="verify", k_max=8), True), (dict(strategy="static", k=6), True),
-                                         (dict(strategy="static", k=5), False), (dict(strategy="quadratic", k_max=5), False)])
+                                         (dict(strategy="static", k=5), False),
+                                         (dict(strategy="quadratic", k_max=5), False)])
 def test_reading_slots_past_the_trained_k_max_warns(case, warns):
     import copy
     import warnings

@@ -4,7 +4,6 @@ import csv
 import json
 import os
 import shutil
-import sys
 from dataclasses import replace
 from pathlib import Path
 

@@ -54,8 +54,10 @@ def test_the_command_line_takes_config_files_both_ways_and_reports_bad_values(pa
 
 def test_k_max_defaults_to_the_models_trained_one(pareto, tmp_path):
     cfg = parse_config(pareto.ParetoConfig, ["--static_k", "2", "--thresholds", "0.9"], check=pareto.check_config)
-    names = lambda **kw: [s.name for s in pareto.settings(cfg if not kw.get("k_max") else replace(cfg, k_max=kw["k_max"]),
-                                                          trained_k_max=kw.get("trained"))]
+
+    def names(*, trained, k_max=None):
+        return [s.name for s in pareto.settings(replace(cfg, k_max=k_max) if k_max else cfg, trained_k_max=trained)]
+
     assert names(trained=5) == ["generate", "static_k2", "conf_adapt_0.9_kmax5", "verify_kmax5"]
     assert names(trained=None) == ["generate", "static_k2", "conf_adapt_0.9_kmax16", "verify_kmax16"]
     assert names(trained=5, k_max=8)[2:] == ["conf_adapt_0.9_kmax8", "verify_kmax8"]  # --k_max wins

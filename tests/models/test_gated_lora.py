@@ -37,7 +37,8 @@ def _pair(arch, impl, *, seed=0):
 
 def _layout_ids(vocab, mask_id, *, batch=2, seq_len=24, k=3, regions=3, seed=0):
     layout = build_layout(seq_len, k, regions, offset=1)
-    raw = torch.randint(0, vocab - 2, (batch, layout.num_source_tokens + 1), generator=torch.Generator().manual_seed(seed))
+    raw = torch.randint(0, vocab - 2, (batch, layout.num_source_tokens + 1),
+                        generator=torch.Generator().manual_seed(seed))
     ids = raw[:, layout.src_index]
     return layout, torch.where(layout.is_mask[None], torch.full_like(ids, mask_id), ids)
 
@@ -78,8 +79,8 @@ def test_gradients_reach_only_the_adapters_and_the_mask_embedding():
                for n in trainable)
     # the teacher half of the step is the base model's forward on the student-forced ids
     with torch.no_grad():
-        assert torch.equal(out.teacher_logits, forward_slots(base, out.forced_ids, layout, layout.pred_slots.reshape(-1))
-                           .reshape(out.teacher_logits.shape))
+        want = forward_slots(base, out.forced_ids, layout, layout.pred_slots.reshape(-1))
+        assert torch.equal(out.teacher_logits, want.reshape(out.teacher_logits.shape))
 
 
 @pytest.mark.parametrize("arch,impl", CASES)

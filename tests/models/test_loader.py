@@ -65,5 +65,6 @@ def test_trained_k_max_at_reads_checkpoints_and_adapters_without_loading(tmp_pat
     assert trained_k_max_at(str(ckpt)) == 6
     adapter = tmp_path / "adapter"
     adapter.mkdir()
-    (adapter / CONFIG_FILE).write_text(json.dumps({"format": "selfdistill-gated-lora", "format_version": 1, "trained_k_max": 5}))
+    (adapter / CONFIG_FILE).write_text(json.dumps({"format": "selfdistill-gated-lora", "format_version": 1,
+                                                   "trained_k_max": 5}))
     assert trained_k_max_at(str(adapter)) == 5

@@ -3,9 +3,9 @@
 The data-parallel modes the trainer supports, on CPU: DDP (``configs/accelerate/cpu_ddp_2proc.yaml``), FSDP2 full
 sharding and DeepSpeed ZeRO-3, each with the shipped GPU settings (``configs/accelerate/fsdp_multi_gpu.yaml``,
 ``deepspeed_zero3.yaml``) cut down to two processes without bf16. The DeepSpeed case needs ``pip install -e
-".[deepspeed]"`` (skipped otherwise; DeepSpeed's CPU accelerator falls back to gloo without Intel oneCCL). The rows are unpacked and completion-only, so the two processes keep different numbers of
-regions and NTP targets: their losses must still average to the global batch mean (``distill_step``'s
-``count_mean``).
+".[deepspeed]"`` (skipped otherwise; DeepSpeed's CPU accelerator falls back to gloo without Intel oneCCL). The
+rows are unpacked and completion-only, so the two processes keep different numbers of regions and NTP targets:
+their losses must still average to the global batch mean (``distill_step``'s ``count_mean``).
 
 accelerate 1.15 enables FSDP only on GPU-like devices; on CPU it silently runs DDP. The FSDP worker therefore lets
 ``AcceleratorState`` keep the FSDP plugin on ``MULTI_CPU`` (torch's ``fully_shard`` itself works on a CPU mesh), a
