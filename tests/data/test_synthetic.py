@@ -7,8 +7,8 @@ import pytest
 
 from rewards import grade, grader_for_task
 from selfdistill.data.prompts import SCHEMA, render_training_text
-from selfdistill.data.synthetic import (BBH_GENERATORS, LEARNT_BBH_SUBTASKS, gen_synth_gsm, reduce_arith_once,
-                                   reduce_bool_once, synthetic_dataset, synthetic_rows)
+from selfdistill.data.synthetic import LEARNT_BBH_SUBTASKS, gen_synth_gsm, synthetic_dataset, synthetic_rows
+from selfdistill.data.synthetic_bbh import BBH_GENERATORS, reduce_arith_once, reduce_bool_once
 
 
 def test_boolean_reduction_hand_cases():
