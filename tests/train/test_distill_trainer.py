@@ -12,6 +12,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig
 
 from selfdistill.train.config import DistillConfig, sample_chunk_and_offset
 from selfdistill.train.run import run_distillation
+from selfdistill.train.run_dir import RESOLVED_CONFIG, RUN_RECORD
 from selfdistill.train.trainer import DistillTrainer, frozen_teacher
 from selfdistill.models.mask_token import CONFIG_KEY, MASK_TOKEN
 from selfdistill.data.prompts import SCHEMA, render_training_text
@@ -202,11 +203,11 @@ def test_script_main_on_the_default_config_writes_checkpoint_and_run_record(tmp_
                                "--synthetic_rows_per_subtask", "20", "--save_strategy", "no", "--eval_strategy", "no",
                                "--disable_tqdm", "true"])
     script.main(cfg)
-    record = json.loads((tmp_path / script.RUN_RECORD).read_text())
+    record = json.loads((tmp_path / RUN_RECORD).read_text())
     assert {"command", "commit", "hardware", "versions", "time_utc"} <= set(record)
     assert record["steps"] == 2 and record["wall_time_s"] > 0
     assert record["first_logged"]["step"] == 1 and record["last_logged"]["step"] == 2
-    assert (tmp_path / script.RESOLVED_CONFIG).is_file()
+    assert (tmp_path / RESOLVED_CONFIG).is_file()
     model = AutoModelForCausalLM.from_pretrained(tmp_path)
     assert getattr(model.config, CONFIG_KEY) is not None
 
