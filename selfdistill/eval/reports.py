@@ -8,24 +8,36 @@ import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 from selfdistill.decode.registry import strategy_class, strategy_names
 from selfdistill.eval.evaluation import DecodeSetting
 from selfdistill.eval.frontier import frontier_mask
 
-#: The frontiers reported per task, one plot panel each: (name, x column, x label, y column, y label). The third
-#: is fidelity: agreement with the same model's greedy answers, the axis that matters where task accuracy sits at
-#: the floor (a 135M model on GSM8K), since it counts every changed answer, right or wrong.
-FRONTIERS = (("tokens_per_forward", "tokens_per_forward_mean", "tokens per forward pass", "accuracy", "accuracy (%)"),
-             ("tokens_per_second", "tokens_per_second", "tokens / s", "accuracy", "accuracy (%)"),
-             ("agreement", "tokens_per_forward_mean", "tokens per forward pass", "answer_agreement",
-              "answer agreement with greedy (%)"))
+class Frontier(NamedTuple):
+    """One frontier of a task's rows, and its plot panel: ``y`` against ``x`` (row columns), both maximised."""
+
+    name: str
+    x: str
+    xlabel: str
+    y: str
+    ylabel: str
+
+
+#: The frontiers reported per task, one plot panel each. The third is fidelity: agreement with the same model's
+#: greedy answers, the axis that matters where task accuracy sits at the floor (a 135M model on GSM8K), since it
+#: counts every changed answer, right or wrong.
+FRONTIERS = (Frontier("tokens_per_forward", "tokens_per_forward_mean", "tokens per forward pass", "accuracy",
+                      "accuracy (%)"),
+             Frontier("tokens_per_second", "tokens_per_second", "tokens / s", "accuracy", "accuracy (%)"),
+             Frontier("agreement", "tokens_per_forward_mean", "tokens per forward pass", "answer_agreement",
+                      "answer agreement with greedy (%)"))
 #: The mark of each frontier in ``frontier.md``.
 FRONTIER_MARKS = {"tokens_per_forward": "F", "tokens_per_second": "T", "agreement": "A"}
 CSV_COLUMNS = ("task", "setting", "strategy", "k", "threshold", "k_max", "mask_margin", "n", "accuracy",
                "accuracy_stderr", "tokens_per_forward_mean", "tokens_per_forward_std", "tokens_per_second",
                "answer_agreement", "exact_agreement", "batch_size", "num_threads", "host", "seconds", "new_tokens",
-               "forward_passes", *(f"frontier_{name}" for name, *_ in FRONTIERS))
+               "forward_passes", *(f"frontier_{f.name}" for f in FRONTIERS))
 
 
 def table_rows(task: str, summaries: Sequence[dict]) -> list[dict]:
@@ -38,9 +50,9 @@ def table_rows(task: str, summaries: Sequence[dict]) -> list[dict]:
         row.update(task=task, setting=st["name"], strategy=st["strategy"],
                    **{k: st.get(k) if k in options else None for k in ("k", "threshold", "k_max", "mask_margin")})
         rows.append(row)
-    for name, xcol, _, ycol, _ in FRONTIERS:
-        for row, on in zip(rows, frontier_mask(rows, x=xcol, y=ycol)):
-            row[f"frontier_{name}"] = on
+    for f in FRONTIERS:
+        for row, on in zip(rows, frontier_mask(rows, x=f.x, y=f.y)):
+            row[f"frontier_{f.name}"] = on
     return rows
 
 
@@ -92,7 +104,7 @@ def plot_task(path: Path, task: str, rows: Sequence[dict], *, model: str, batch_
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = [f for f in FRONTIERS if any(_finite(r.get(f[3])) for r in rows)]
+    panels = [f for f in FRONTIERS if any(_finite(r.get(f.y)) for r in rows)]
     fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.6), squeeze=False)
     for ax, panel in zip(axes[0], panels):
         _plot_panel(ax, rows, panel, batch_size=batch_size)
@@ -104,7 +116,7 @@ def plot_task(path: Path, task: str, rows: Sequence[dict], *, model: str, batch_
     plt.close(fig)
 
 
-def _plot_panel(ax, rows: Sequence[dict], panel: tuple, *, batch_size: int) -> None:
+def _plot_panel(ax, rows: Sequence[dict], panel: Frontier, *, batch_size: int) -> None:
     name, xcol, xlabel, ycol, ylabel = panel
     for strategy in strategy_names():
         unit = strategy_class(strategy)
@@ -156,8 +168,8 @@ def write_reports(root: Path, summaries: dict[str, list[dict]], *, meta: dict, p
     all_rows = [r for rows in rows_by_task.values() for r in rows]
     written = {"csv": root / "summary.csv", "json": root / "summary.json", "markdown": root / "frontier.md"}
     write_csv(written["csv"], all_rows)
-    frontiers = {task: {name: [r["setting"] for r in sorted(rows, key=lambda r: r[xcol]) if r[f"frontier_{name}"]]
-                        for name, xcol, *_ in FRONTIERS} for task, rows in rows_by_task.items()}
+    frontiers = {task: {f.name: [r["setting"] for r in sorted(rows, key=lambda r: r[f.x]) if r[f"frontier_{f.name}"]]
+                        for f in FRONTIERS} for task, rows in rows_by_task.items()}
     written["json"].write_text(json.dumps(meta | {"results": summaries, "frontier": frontiers}, indent=2,
                                           default=str))
     model, batch = meta["config"]["model"], meta["config"]["batch_size"]
