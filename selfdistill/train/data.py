@@ -36,13 +36,15 @@ def row_tokens(row: dict, tokenizer, *, chat_template: bool = False) -> tuple[li
     """Token ids of ``prompt + target`` for one normalised row, ending with EOS, and the prompt's token count.
 
     Plain: the tokenizer's own special tokens (e.g. a BOS) are added as for any text; chat: the template already
-    writes them, so none are added again. The prompt/target boundary is read from the fast tokenizer's character
-    offsets (a token that starts inside the prompt, special tokens included, is a prompt token); slow tokenizers
-    count the prompt's own tokens.
+    writes them, so none are added again, and the target loses its leading whitespace: the assistant turn starts
+    right after the template's generation prompt, where the model writes ``"To"`` and not ``" To"`` (the plain
+    zero-shot prompt ends with ``"A:"``, so there the space belongs to the target). The prompt/target boundary is
+    read from the fast tokenizer's character offsets (a token that starts inside the prompt, special tokens
+    included, is a prompt token); slow tokenizers count the prompt's own tokens.
     """
     prompt, target = render_training_text(row)
     if chat_template:
-        prompt = apply_chat_template(prompt, tokenizer)
+        prompt, target = apply_chat_template(prompt, tokenizer), target.lstrip()
     specials = not chat_template
     if getattr(tokenizer, "is_fast", False):
         enc = tokenizer(prompt + target, add_special_tokens=specials, return_offsets_mapping=True)

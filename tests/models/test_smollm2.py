@@ -48,6 +48,24 @@ def test_the_alias_loads_the_dequantized_instruct_model_with_its_chat_template()
     assert (smollm2.cache_dir() / "model.safetensors").is_file()
 
 
+def test_chat_training_rows_are_the_chat_templates_own_conversation(base_and_gated):
+    """A GSM8K training row in chat format tokenizes as the template renders the whole conversation (user turn,
+    then the solution as the assistant turn) up to its end-of-turn: no stray leading space before the answer."""
+    from selfdistill.train.data import row_tokens
+
+    tok = base_and_gated[2]
+    row = {"id": "r0", "task": "gsm8k", "subtask": "", "group": "r0", "answer": "5",
+           "question": "Tom has 2 apples and buys 3 more. How many apples does he have?",
+           "solution": "Tom has 2 + 3 = <<2+3=5>>5 apples.\n#### 5"}
+    ids, n_prompt = row_tokens(row, tok, chat_template=True)
+    conversation = tok.apply_chat_template(
+        [{"role": "user", "content": render_prompt(row)}, {"role": "assistant", "content": row["solution"]}],
+        tokenize=False)
+    expected = tok(conversation, add_special_tokens=False)["input_ids"]
+    assert ids == expected[: len(ids)] and ids[-1] == tok.eos_token_id
+    assert tok.decode(ids[n_prompt:-1]) == row["solution"]
+
+
 def _prompts(tok, n=2):
     rows = list(load_gsm8k(None, split="test"))[:n]
     return [tok(apply_chat_template(render_prompt(r), tok), add_special_tokens=False)["input_ids"] for r in rows]
