@@ -44,14 +44,14 @@ import csv
 import json
 import statistics
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from selfdistill.decode.forward_cost import FORWARD_WIDTHS, forward_cost, sync  # noqa: F401  (re-exported)
+from selfdistill.decode.forward_cost import FORWARD_WIDTHS, forward_cost  # noqa: F401  (FORWARD_WIDTHS re-exported)
 from selfdistill.models.loader import DTYPES, resolve_device
+from selfdistill.timing import clock
 
 
 def bench_settings(*, k_max: int | None = None, mask_margin: int | None = None):
@@ -236,12 +236,10 @@ def bench_one(model, prompts, name, unit, batch_size, max_new_tokens, pad_id, de
     the sweep and lm-eval (:func:`selfdistill.decode.engine.generate_many`)."""
     from selfdistill.decode.engine import generate_many
 
-    sync(device)
-    start = time.perf_counter()
+    start = clock(device)
     out = generate_many(model, prompts, unit, batch_size=batch_size, max_new_tokens=max_new_tokens,
                         pad_token_id=pad_id, profile=not unit.baseline)
-    sync(device)
-    seconds = time.perf_counter() - start
+    seconds = clock(device) - start
     timing = out.timings
     nan = float("nan")
     return {"strategy": name, "batch_size": batch_size, "prompts": len(prompts)} | out.speed(seconds=seconds) | {

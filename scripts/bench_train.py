@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import multiprocessing as mp
 import resource
-import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -138,20 +137,19 @@ def make_step(mode: str, model, args: TrainBenchConfig):
 def _measure(mode: str, args: TrainBenchConfig, queue) -> None:
     import torch
 
+    from selfdistill.timing import clock
+
     device = torch.device(args.device)
     model = build_model(args)
     step, trainable = make_step(mode, model, args)
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     for _ in range(args.warmup):
         step()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    sync()
-    t0 = time.perf_counter()
+    start = clock(device)
     for _ in range(args.steps):
         step()
-    sync()
-    seconds = (time.perf_counter() - t0) / args.steps
+    seconds = (clock(device) - start) / args.steps
     if device.type == "cuda":
         peak = torch.cuda.max_memory_allocated() / 2**20
     else:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "selfdistill"
-#: stage -> the stages it may import (besides itself and the shared top-level modules paths, provenance, cli).
+#: stage -> the stages it may import (besides itself and the shared top-level modules paths, provenance, cli, timing).
 ALLOWED = {
     "models": set(),
     "data": {"models"},
@@ -22,7 +22,7 @@ ALLOWED = {
     "serve": {"models", "data", "decode", "eval"},
     "lm_eval": {"eval"},
 }
-SHARED = {"paths", "provenance", "cli"}
+SHARED = {"paths", "provenance", "cli", "timing"}
 
 
 def _stage_imports(path: Path) -> set[str]:

@@ -20,9 +20,9 @@ from __future__ import annotations
 
 import itertools
 import threading
-import time
 import warnings
 from collections import deque
+from functools import partial
 
 import torch
 
@@ -32,6 +32,7 @@ from selfdistill.decode.registry import Strategy, make_strategy
 from selfdistill.decode.results import Completion, MTPOutput, Update
 from selfdistill.decode.rows import RowState, StopStrings, default_eos_ids, id_set
 from selfdistill.models.mask_token import mask_token_id_from, trained_k_max_from
+from selfdistill.timing import clock
 
 
 class DecodeEngine:
@@ -132,7 +133,7 @@ class DecodeEngine:
         """build block -> forward -> drop mask KV -> accept -> bookkeeping; finished rows leave ``batch``."""
         layout = self._layout(batch.rows)
         logits, fed, seconds = batch.forward(layout, mask_columns=layout.mask_columns,
-                                             clock=self._clock if self.profile else None)
+                                             clock=partial(clock, batch.device) if self.profile else None)
         self.timings["forward_s"] += seconds
         self.model_calls += 1
         outcomes = self.strategy.accept(logits, fed)
@@ -157,11 +158,6 @@ class DecodeEngine:
         return block_layout([r.pending for r in rows], drafts, [r.pos for r in rows], n_masks=n_masks,
                             groups=self.strategy.groups(max(drafts)), mask_id=self.mask_token_id,
                             filler=self.filler)
-
-    def _clock(self) -> float:
-        if self._batch.device.type == "cuda":
-            torch.cuda.synchronize(self._batch.device)
-        return time.perf_counter()
 
     def run(self) -> list[Completion]:
         """Step until no work is left; the completions in the order they finished."""
@@ -225,9 +221,9 @@ def generate_many(model, prompts: list[list[int]], strategy: str | Strategy = "c
                           tokenizer=tokenizer, pad_token_id=pad_token_id, profile=profile)
     check_prompts(prompts, max_new_tokens=max_new_tokens, max_positions=engine.max_positions)
     ids = [engine.add(p, max_new_tokens=max_new_tokens, stop_strings=stop_strings) for p in prompts]
-    start = time.perf_counter()
+    start = clock(model.device)
     by_id = {c.request_id: c for c in engine.run()}
-    total = time.perf_counter() - start
+    total = clock(model.device) - start
     timings = {} if not profile else {"forward_s": engine.timings["forward_s"], "total_s": total,
                                       "other_s": total - engine.timings["forward_s"]}
     return MTPOutput.from_completions([by_id[i] for i in ids], model_calls=engine.model_calls, timings=timings)

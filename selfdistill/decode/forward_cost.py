@@ -9,18 +9,13 @@ can report how much of a strategy's tokens per forward the hardware lets become 
 from __future__ import annotations
 
 import statistics
-import time
 
 import torch
 
+from selfdistill.timing import clock
+
 #: The widths (new tokens per row) a bare forward is timed at.
 FORWARD_WIDTHS = (1, 2, 3, 4, 6, 8, 12, 16, 24)
-
-
-def sync(device) -> None:
-    """Wait for queued GPU work, so wall time covers it (a no-op on CPU)."""
-    if torch.device(device).type == "cuda":
-        torch.cuda.synchronize()
 
 
 def forward_cost(model, *, batch_size: int, context: int, widths=FORWARD_WIDTHS, repeats: int = 30,
@@ -40,7 +35,6 @@ def forward_cost(model, *, batch_size: int, context: int, widths=FORWARD_WIDTHS,
     """
     from transformers import DynamicCache
 
-    vocab = model.get_input_embeddings().weight.shape[0]
     linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
     g = torch.Generator().manual_seed(0)
     cache = DynamicCache(config=model.config)
@@ -48,7 +42,7 @@ def forward_cost(model, *, batch_size: int, context: int, widths=FORWARD_WIDTHS,
     linear_times: dict[int, list[float]] = {w: [] for w in widths}
     rounds = 3
     with torch.no_grad():
-        prefix = torch.randint(0, vocab - 8, (batch_size, context), generator=g).to(device)
+        prefix = _random_ids(model, (batch_size, context), generator=g, device=device)
         model(input_ids=prefix, cache=cache, use_cache=True, logits_to_keep=1)
         for _ in range(rounds):
             for w in widths:
@@ -66,7 +60,7 @@ def _timed_run(model, cache, linears: list[torch.nn.Linear], *, batch_size: int,
     model's ``linears`` alone; returns both lists of seconds."""
     from selfdistill.decode.blocks import model_pass_mask
 
-    vocab, dtype = model.get_input_embeddings().weight.shape[0], model.get_input_embeddings().weight.dtype
+    dtype = model.get_input_embeddings().weight.dtype
     # the mask the decoder would hand the model for this pass
     mask = model_pass_mask(model, torch.ones(batch_size, context + width, dtype=torch.long, device=device), width)
     positions = torch.arange(context, context + width, device=device)[None].repeat(batch_size, 1)
@@ -74,22 +68,27 @@ def _timed_run(model, cache, linears: list[torch.nn.Linear], *, batch_size: int,
                      for m in linears]
     forwards, linear_seconds = [], []
     for rep in range(runs + 1):
-        ids = torch.randint(0, vocab - 8, (batch_size, width), generator=generator).to(device)
-        sync(device)
-        start = time.perf_counter()
+        ids = _random_ids(model, (batch_size, width), generator=generator, device=device)
+        start = clock(device)
         model(input_ids=ids, attention_mask=mask, position_ids=positions, cache=cache, use_cache=True,
               logits_to_keep=width)
-        sync(device)
-        if rep:
-            forwards.append(time.perf_counter() - start)
+        forward_s = clock(device) - start
         cache.crop(-width)
-        start = time.perf_counter()
+        start = clock(device)
         for layer, x in zip(linears, linear_inputs):
             layer(x)
-        sync(device)
-        if rep and linears:
-            linear_seconds.append(time.perf_counter() - start)
+        linear_s = clock(device) - start
+        if rep:  # the first forward of a run is not kept
+            forwards.append(forward_s)
+            if linears:
+                linear_seconds.append(linear_s)
     return forwards, linear_seconds
+
+
+def _random_ids(model, shape: tuple[int, int], *, generator, device) -> torch.Tensor:
+    """Random token ids of ``shape`` below the last 8 embedding rows (where added mask tokens sit), on ``device``."""
+    vocab = model.get_input_embeddings().weight.shape[0]
+    return torch.randint(0, vocab - 8, shape, generator=generator).to(device)
 
 
 def cost_rows(times: dict[int, list[float]], linear_times: dict[int, list[float]], *, batch_size: int,
