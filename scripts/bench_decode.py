@@ -1,15 +1,15 @@
 """Decoding speed benchmark: ``model.generate`` (greedy) vs the multi-token decoder, side by side.
 
 Same process, same prompts, same ``max_new_tokens``, each at batch 1 and batch 16 (``--batch-sizes``): every
-strategy of the registry at its ``bench_points`` (:func:`bench_settings`: ``generate`` greedy in static batches,
-``generate_cb`` = transformers' own continuous batching, static k=1..4, ConfAdapt 0.99/0.9/0.7, verify and quadratic,
-and the adaptive mask count ``mask_margin=2``; ``--k_max``/``--mask_margin`` replace the adaptive ones' values with
-the k a model was trained to), all decoded through
+strategy of the registry at its ``bench_points`` (:func:`selfdistill.decode.registry.bench_settings`: ``generate``
+greedy in static batches, ``generate_cb`` = transformers' own continuous batching, static k=1..4, ConfAdapt
+0.99/0.9/0.7, verify and quadratic, and the adaptive mask count ``mask_margin=2``; ``--k_max``/``--mask_margin``
+replace the adaptive ones' values with the k a model was trained to), all decoded through
 :func:`selfdistill.decode.engine.generate_many` (continuous batching: ``B`` rows in flight, a finished row's slot
-refilled at once), the path the sweep and lm-eval use. Prints tokens/s, tokens per forward (mean/std over rows,
-and pooled), the ratio of tokens/s to ``generate`` and to ``generate_cb`` at the same batch size, and the share of
-the decoder's wall time spent outside model forwards (Python bookkeeping, cache cropping, acceptance). Each
-setting is timed ``--repeats`` times, interleaved with the others, and the fastest run is reported.
+refilled at once), the path the sweep and lm-eval use. Prints tokens/s, tokens per forward (mean/std over rows, and
+pooled), the ratio of tokens/s to ``generate`` and to ``generate_cb`` at the same batch size, and the share of the
+decoder's wall time spent outside model forwards (Python bookkeeping, cache cropping, acceptance). Each setting is
+timed ``--repeats`` times, interleaved with the others, and the fastest run is reported.
 
 Why a decoder can fall short of its tokens per forward: a pass that feeds w tokens (the accepted chunk plus the
 masks) costs more than a one-token pass wherever the hardware is not purely latency-bound. So the script also
@@ -49,31 +49,10 @@ from pathlib import Path
 
 import torch
 
-from selfdistill.decode.forward_cost import FORWARD_WIDTHS, forward_cost  # noqa: F401  (FORWARD_WIDTHS re-exported)
+from selfdistill.decode.forward_cost import BASELINE, FORWARD_BASELINE, add_ratios, forward_cost
+from selfdistill.decode.registry import bench_settings
 from selfdistill.models.loader import DTYPES, resolve_device
 from selfdistill.timing import clock
-
-
-def bench_settings(*, k_max: int | None = None, mask_margin: int | None = None):
-    """``[(name, strategy)]``: every registered strategy at each of its ``bench_points``, in registry order.
-
-    ``k_max``/``mask_margin``, when given, replace those of every point of the strategies that take them (the k a
-    model was trained to, say); points that become equal are kept once."""
-    from selfdistill.decode.registry import strategy_class, strategy_names
-
-    units = {}
-    for name in strategy_names():
-        cls = strategy_class(name)
-        takes = {o.name for o in cls.options}
-        extra = {o: v for o, v in (("k_max", k_max), ("mask_margin", mask_margin)) if v is not None and o in takes}
-        for point in cls.bench_points:
-            unit = cls(**(point | extra))
-            units.setdefault(unit.setting_name, unit)
-    return list(units.items())
-
-
-#: The baselines of the ratios, always run: plain generate (ratio_to_generate) and static k=1 (the forward ratios).
-BASELINE, FORWARD_BASELINE, CONTINUOUS_BASELINE = "generate", "static_k1", "generate_cb"
 
 
 PROMPT_FIELDS = ("prompt", "text", "question")
@@ -302,27 +281,6 @@ def fastest_runs(model, prompts, chosen, *, batch_size: int, cfg, pad_id: int) -
             if name not in best or row["seconds"] < best[name]["seconds"]:
                 best[name] = row
     return best
-
-
-def add_ratios(row: dict, best: dict[str, dict], *, baseline: bool) -> dict:
-    """``row`` with its ratios to the baselines among ``best`` (one batch size's rows by name); ``baseline``: the
-    row is a plain ``generate`` (no forward timings of its own)."""
-    nan = float("nan")
-    k1 = best[FORWARD_BASELINE]  # always run: the baseline of the forward ratios
-    cb = best.get(CONTINUOUS_BASELINE)  # transformers' own continuous batching, when it ran (--only generate_cb)
-    out = dict(row)
-    out["ratio_to_generate"] = row["tokens_per_second"] / best[BASELINE]["tokens_per_second"]
-    out["ratio_to_generate_cb"] = row["tokens_per_second"] / cb["tokens_per_second"] if cb else nan
-    # Tokens per second of forward time, relative to static k=1: the decoder's bookkeeping removed.
-    out["forward_only_ratio"] = nan if baseline else (
-        row["new_tokens"] / row["forward_seconds"] / (k1["new_tokens"] / k1["forward_seconds"]))
-    # Forward time per batched model call relative to static k=1's (prefill included): what a multi-token pass
-    # costs on this hardware. A zero-overhead decoder's speedup is pooled tokens per forward / this;
-    # speedup_per_tpf is the share of tokens per forward that turned into speed.
-    out["pass_cost_ratio"] = nan if baseline else (
-        row["forward_seconds"] / row["model_calls"] / (k1["forward_seconds"] / k1["model_calls"]))
-    out["speedup_per_tpf"] = out["ratio_to_generate"] / row["tokens_per_forward_pooled"]
-    return out
 
 
 def describe(row: dict) -> str:

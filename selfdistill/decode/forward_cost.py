@@ -3,7 +3,8 @@
 A decoder that emits ``t`` tokens per forward is ``t`` times faster than one-token decoding only where a pass that
 feeds ``w`` tokens costs no more than a one-token pass (latency-bound hardware: a GPU, a CPU with AMX/AVX512-BF16
 in bf16). :func:`forward_cost` measures that cost, with no decoder around the model, so ``scripts/bench_decode.py``
-can report how much of a strategy's tokens per forward the hardware lets become speed.
+can report how much of a strategy's tokens per forward the hardware lets become speed (:func:`add_ratios`: a
+setting's timings against ``generate`` and static k=1 of the same batch size).
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from selfdistill.timing import clock
 
 #: The widths (new tokens per row) a bare forward is timed at.
 FORWARD_WIDTHS = (1, 2, 3, 4, 6, 8, 12, 16, 24)
+#: The baselines of the ratios, always run: plain generate (ratio_to_generate) and static k=1 (the forward ratios).
+BASELINE, FORWARD_BASELINE, CONTINUOUS_BASELINE = "generate", "static_k1", "generate_cb"
 
 
 def forward_cost(model, *, batch_size: int, context: int, widths=FORWARD_WIDTHS, repeats: int = 30,
@@ -104,3 +107,24 @@ def cost_rows(times: dict[int, list[float]], linear_times: dict[int, list[float]
              "ms": 1e3 * median(times[w]), "ratio_to_w1": median(times[w]) / base,
              "linear_ms": 1e3 * median(linear_times[w]), "linear_ratio_to_w1": median(linear_times[w]) / linear_base}
             for w in times]
+
+
+def add_ratios(row: dict, best: dict[str, dict], *, baseline: bool) -> dict:
+    """``row`` with its ratios to the baselines among ``best`` (one batch size's rows by name); ``baseline``: the
+    row is a plain ``generate`` (no forward timings of its own)."""
+    nan = float("nan")
+    k1 = best[FORWARD_BASELINE]  # always run: the baseline of the forward ratios
+    cb = best.get(CONTINUOUS_BASELINE)  # transformers' own continuous batching, when it ran (--only generate_cb)
+    out = dict(row)
+    out["ratio_to_generate"] = row["tokens_per_second"] / best[BASELINE]["tokens_per_second"]
+    out["ratio_to_generate_cb"] = row["tokens_per_second"] / cb["tokens_per_second"] if cb else nan
+    # Tokens per second of forward time, relative to static k=1: the decoder's bookkeeping removed.
+    out["forward_only_ratio"] = nan if baseline else (
+        row["new_tokens"] / row["forward_seconds"] / (k1["new_tokens"] / k1["forward_seconds"]))
+    # Forward time per batched model call relative to static k=1's (prefill included): what a multi-token pass
+    # costs on this hardware. A zero-overhead decoder's speedup is pooled tokens per forward / this;
+    # speedup_per_tpf is the share of tokens per forward that turned into speed.
+    out["pass_cost_ratio"] = nan if baseline else (
+        row["forward_seconds"] / row["model_calls"] / (k1["forward_seconds"] / k1["model_calls"]))
+    out["speedup_per_tpf"] = out["ratio_to_generate"] / row["tokens_per_forward_pooled"]
+    return out

@@ -167,6 +167,22 @@ def make_strategy(name: str | Strategy, *, trained_k_max: int | None = None, **o
     return strategy_class(name)(**options)
 
 
+def bench_settings(*, k_max: int | None = None, mask_margin: int | None = None):
+    """``[(name, strategy)]``: every registered strategy at each of its ``bench_points``, in registry order.
+
+    ``k_max``/``mask_margin``, when given, replace those of every point of the strategies that take them (the k a
+    model was trained to, say); points that become equal are kept once."""
+    units = {}
+    for name in strategy_names():
+        cls = strategy_class(name)
+        takes = {o.name for o in cls.options}
+        extra = {o: v for o, v in (("k_max", k_max), ("mask_margin", mask_margin)) if v is not None and o in takes}
+        for point in cls.bench_points:
+            unit = cls(**(point | extra))
+            units.setdefault(unit.setting_name, unit)
+    return list(units.items())
+
+
 def takes_option(name: str, option: str) -> bool:
     """Whether the registered strategy ``name`` declares ``option``."""
     return any(o.name == option for o in strategy_class(name).options)

@@ -5,6 +5,7 @@ import csv
 import pytest
 import torch
 
+from selfdistill.decode.forward_cost import FORWARD_WIDTHS, add_ratios
 from support import load_script
 
 
@@ -38,7 +39,7 @@ def test_bench_decode_on_suite_prompts(tmp_path):
     with open(tmp_path / "forward_cost.csv") as f:
         costs = list(csv.DictReader(f))
     assert [(int(c["batch_size"]), int(c["new_tokens"])) for c in costs] == [
-        (b, w) for b in (1, 2) for w in bench.FORWARD_WIDTHS]
+        (b, w) for b in (1, 2) for w in FORWARD_WIDTHS]
     assert all(float(c["ratio_to_w1"]) == 1.0 for c in costs if c["new_tokens"] == "1")
     assert all(float(c["linear_ratio_to_w1"]) == 1.0 for c in costs if c["new_tokens"] == "1")
     assert all(float(c["linear_ms"]) > 0 for c in costs)
@@ -71,17 +72,16 @@ def test_cost_rows_are_medians_relative_to_the_first_width():
 
 
 def test_ratios_are_against_generate_and_static_k1_of_the_same_batch_size():
-    bench = _load_script()
     best = {"generate": {"tokens_per_second": 10.0, "tokens_per_forward_pooled": 1.0},
             "static_k1": {"tokens_per_second": 12.0, "new_tokens": 100, "forward_seconds": 5.0, "model_calls": 100,
                           "tokens_per_forward_pooled": 1.0},
             "static_k2": {"tokens_per_second": 15.0, "new_tokens": 100, "forward_seconds": 4.0, "model_calls": 50,
                           "tokens_per_forward_pooled": 2.0}}
-    row = bench.add_ratios(best["static_k2"], best, baseline=False)
+    row = add_ratios(best["static_k2"], best, baseline=False)
     assert row["ratio_to_generate"] == 1.5
     assert row["forward_only_ratio"] == (100 / 4.0) / (100 / 5.0)  # 1.25
     assert row["pass_cost_ratio"] == (4.0 / 50) / (5.0 / 100)  # 1.6: a two-token pass costs 1.6 one-token ones
     assert row["speedup_per_tpf"] == 0.75
     assert row["ratio_to_generate_cb"] != row["ratio_to_generate_cb"]  # no generate_cb row: nan
-    plain = bench.add_ratios(best["generate"], best, baseline=True)
+    plain = add_ratios(best["generate"], best, baseline=True)
     assert plain["ratio_to_generate"] == 1.0 and plain["pass_cost_ratio"] != plain["pass_cost_ratio"]

@@ -2,6 +2,7 @@
 
 import pytest
 
+from selfdistill.decode.registry import bench_settings
 from support import load_script
 
 
@@ -56,12 +57,12 @@ def test_good_options_keep_their_documented_spellings(bench, tmp_path):
 
 
 def test_k_max_and_mask_margin_replace_the_adaptive_bench_points(bench):
-    default = dict(bench.bench_settings())
+    default = dict(bench_settings())
     assert {"conf_adapt_0.9_kmax16_margin2", "verify_kmax4", "static_k3"} <= set(default)
-    names = [n for n, _ in bench.bench_settings(k_max=5, mask_margin=2)]
+    names = [n for n, _ in bench_settings(k_max=5, mask_margin=2)]
     assert len(names) == len(set(names)) and "static_k3" in names and "generate" in names
     adaptive = [n for n in names if n.startswith(("conf_adapt", "verify", "quadratic"))]
     assert adaptive and all("_kmax5_margin2" in n for n in adaptive)
     assert {"conf_adapt_0.9_kmax5_margin2", "verify_kmax5_margin2"} <= set(names)
-    strategy = dict(bench.bench_settings(k_max=5))["verify_kmax5"]
+    strategy = dict(bench_settings(k_max=5))["verify_kmax5"]
     assert (strategy.k_max, strategy.mask_margin) == (5, None)
