@@ -51,8 +51,11 @@ class ParetoConfig:
     conf_adapt: bool = field(default=True, metadata={"help": "include the ConfAdapt settings (--thresholds)"})
     verify: bool = field(default=True, metadata={"help": "include the lossless verify mode"})
     quadratic: bool = field(default=False, metadata={"help": "include lossless quadratic decoding (k_max^2 per pass)"})
+    hedged: list[int] = field(default_factory=list, metadata={
+        "help": "lead_groups values of lossless hedged verify (mask groups after the first provisional tokens; "
+                "none by default)"})
     verify_threshold: float = field(default=0.0, metadata={
-        "help": "draft confidence threshold of verify and quadratic"})
+        "help": "draft confidence threshold of verify, quadratic and hedged"})
     mask_margin: int | None = field(default=None, metadata={
         "help": "adaptive mask count for ConfAdapt/verify/quadratic: masks used last pass + this (default: k_max - 1)"})
     generate_baseline: bool = field(default=True, metadata={"help": "include plain model.generate"})
@@ -141,7 +144,8 @@ def settings(cfg: ParetoConfig, *, trained_k_max: int | None = None):
     chosen = [n for n in sweep_strategies() if getattr(cfg, strategy_class(n).sweep_flag)]
     k_max = cfg.k_max or trained_k_max or PAPER_K_MAX
     return sweep_settings(chosen, grid=SweepGrid(static_k=cfg.static_k, thresholds=cfg.thresholds, k_max=k_max,
-                                                 verify_threshold=cfg.verify_threshold, mask_margin=cfg.mask_margin))
+                                                 verify_threshold=cfg.verify_threshold, mask_margin=cfg.mask_margin,
+                                                 hedged_lead_groups=cfg.hedged))
 
 
 def resolve_model(name: str) -> str:

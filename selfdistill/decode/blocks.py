@@ -5,11 +5,16 @@ the cache (the tokens emitted last pass, and for lossless strategies the drafts 
 the widest row ``W``; then ``G`` groups of ``g`` masks each, shared columns in every row, so cropping the last
 ``G * g`` cache slots drops every row's mask KV at once.
 
-- ``G = 1`` (static, ConfAdapt, verify): one group after the last real token. Plain causal attention over slots
+Where each group sits is the strategy's ``group_anchors``: one entry per group, an int ``j`` for "after the
+``j``-th provisional token" (``j = 0``: the last verified token) or ``None`` for "after the row's last real token".
+
+- ``(None,)`` (static, ConfAdapt, verify): one group after the last real token. Plain causal attention over slots
   plus the row's slot mask is the row's own causal attention.
-- ``G = M + 1`` (quadratic): group ``j`` follows the ``j``-th provisional token (``j = 0``: the last verified
-  token); it attends to the prefix and the real tokens up to its anchor, and causally within itself, not to other
-  groups (:func:`group_pattern`). Groups past a row's own drafts are padding (slot mask 0).
+- ``(0, 1, ..., M)`` (quadratic): group ``j`` follows the ``j``-th provisional token; it attends to the prefix and
+  the real tokens up to its anchor, and causally within itself, not to other groups (:func:`group_pattern`).
+  Groups past a row's own drafts are padding (slot mask 0).
+- ``(0, ..., h - 1, None)`` (hedged): quadratic's groups after the first ``h`` provisional tokens, and one after
+  the last draft. An int group at a row's last draft would repeat the ``None`` group, so it is padding there.
 
 Each row predicts from its *anchors* (the last verified token and each draft: ``M + 1`` columns) and every mask
 column; ``sel`` lists those columns per row, in that order.
@@ -17,6 +22,7 @@ column; ``sel`` lists those columns per row, in that order.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -51,8 +57,8 @@ class Layout:
         return self.groups * self.n_masks
 
 
-def block_layout(pending: list[list[int]], drafts: list[int], starts: list[int], *, n_masks: int, groups: int,
-                 mask_id: int, filler: int = 0) -> Layout:
+def block_layout(pending: list[list[int]], drafts: list[int], starts: list[int], *, n_masks: int,
+                 group_anchors: Sequence[int | None] = (None,), mask_id: int, filler: int = 0) -> Layout:
     """The columns of one pass.
 
     Args:
@@ -60,22 +66,22 @@ def block_layout(pending: list[list[int]], drafts: list[int], starts: list[int],
         drafts: per row, ``m_b >= 0``.
         starts: per row, the position id of its first pending token (= real tokens already cached).
         n_masks: ``g``, masks per group.
-        groups: ``1`` (one group after the last real token) or ``max(drafts) + 1`` (one per provisional token).
+        group_anchors: per group, the provisional token it follows (``0 <= j <= max(drafts)``) or ``None`` (the
+            row's last real token); a lone int group needs ``max(drafts) == 0`` (else it is not causal attention).
         mask_id, filler: ids of masks and of pad slots (a pad's id never matters: nothing attends to it).
     """
     width, max_drafts = max(map(len, pending)), max(drafts)
-    per_draft = groups > 1
-    if per_draft and groups != max_drafts + 1:
-        raise ValueError(f"groups must be 1 or max(drafts) + 1 = {max_drafts + 1}, got {groups}")
+    check_group_anchors(group_anchors, max_drafts=max_drafts)
+    groups, has_last = len(group_anchors), None in group_anchors
     length = width + groups * n_masks
     out = Layout([], [], [], [], [], width, n_masks, groups, max_drafts)
     for p, m, s in zip(pending, drafts, starts):
         n, pad = len(p), width - len(p)
         ids, slot = p + [filler] * pad + [mask_id] * (groups * n_masks), [1] * n + [0] * pad
         positions, anchors = list(range(s, s + n)) + [s] * pad, list(range(width))
-        for j in range(groups):
-            anchor = n - m - 1 + min(j, m) if per_draft else n - 1
-            slot += [int(not per_draft or j <= m)] * n_masks
+        for j in group_anchors:
+            anchor = n - 1 if j is None else n - m - 1 + min(j, m)
+            slot += [int(j is None or j < m or (j == m and not has_last))] * n_masks
             positions += range(s + anchor + 1, s + anchor + 1 + n_masks)
             anchors += [anchor] * n_masks
         out.ids.append(ids)
@@ -84,6 +90,17 @@ def block_layout(pending: list[list[int]], drafts: list[int], starts: list[int],
         out.anchors.append(anchors)
         out.sel.append([n - m - 1 + min(j, m) for j in range(max_drafts + 1)] + list(range(width, length)))
     return out
+
+
+def check_group_anchors(group_anchors: Sequence[int | None], *, max_drafts: int) -> None:
+    """Refuse group anchors :func:`block_layout` cannot lay out (see its ``group_anchors``)."""
+    ints = [j for j in group_anchors if j is not None]
+    if not group_anchors or len(set(group_anchors)) != len(group_anchors) or any(
+            isinstance(j, bool) or not isinstance(j, int) or not 0 <= j <= max_drafts for j in ints):
+        raise ValueError(f"group anchors must be distinct ints in [0, {max_drafts}] or None, got {group_anchors}")
+    if len(group_anchors) == 1 and ints and max_drafts > 0:
+        raise ValueError(f"a lone group anchored at provisional token {ints[0]} with drafts fed needs the grouped "
+                         "attention pattern; anchor it after the last real token (None)")
 
 
 def group_pattern(anchors: torch.Tensor, *, width: int, groups: int, n_masks: int) -> torch.Tensor:

@@ -61,7 +61,7 @@ def mtp_generate(model, input_ids, attention_mask=None, *, mask_token_id: int | 
                  strategy: str = "conf_adapt", k: int | None = None, k_max: int | None = None,
                  threshold: float | None = None, max_new_tokens: int, eos_token_id=None, stop_strings=None,
                  tokenizer=None, pad_token_id: int | None = None, mask_margin: int | None = None,
-                 profile: bool = False) -> MTPOutput:
+                 profile: bool = False, **options) -> MTPOutput:
     """Greedy multi-token generation with the ``<mtp>`` mask token, every row in flight at once.
 
     Args:
@@ -69,11 +69,12 @@ def mtp_generate(model, input_ids, attention_mask=None, *, mask_token_id: int | 
         input_ids: ``[B, T]`` prompt ids (any padding side) or a list of id lists.
         attention_mask: ``[B, T]``, 1 for real tokens; ``None`` = no padding.
         mask_token_id: defaults to the id recorded in the model config (:func:`mask_token_id_from`).
-        strategy: ``"static"`` | ``"conf_adapt"`` | ``"verify"`` | ``"quadratic"``.
+        strategy: ``"static"`` | ``"conf_adapt"`` | ``"verify"`` | ``"quadratic"`` | ``"hedged"`` (any registered
+            engine strategy).
         k: tokens per pass for ``static`` (default 1).
         k_max: prediction positions per pass for the others (``k_max - 1`` masks; default: the model's trained
             ``k_max`` (``config.mtp_trained_k_max``) where it records one, else 16).
-        threshold: ConfAdapt tau; for ``verify``/``quadratic`` the confidence a mask prediction needs to become a
+        threshold: ConfAdapt tau; for the lossless strategies the confidence a mask prediction needs to become a
             draft (0: every mask prediction is drafted). Default 0.9; finite and >= 0.
         max_new_tokens: hard cap on generated tokens per row.
         eos_token_id: int or list; defaults to the model's generation config / config eos.
@@ -83,12 +84,13 @@ def mtp_generate(model, input_ids, attention_mask=None, *, mask_token_id: int | 
         mask_margin: ``None`` = always ``k_max - 1`` masks; an int ``m >= 1`` = per row, the masks it used last
             pass + ``m`` (at most ``k_max - 1``); see the module docstring.
         profile: synchronise the device around forwards and fill ``MTPOutput.timings``.
+        options: the strategy's own further options (e.g. ``lead_groups`` for ``hedged``).
 
     An option the strategy does not take (e.g. ``k`` for ``conf_adapt``) is refused, as is every other bad input,
     with a ``ValueError`` before any forward pass.
     """
     unit = make_strategy(strategy, k=k, k_max=k_max, threshold=threshold, mask_margin=mask_margin,
-                         trained_k_max=trained_k_max_from(model))
+                         trained_k_max=trained_k_max_from(model), **options)
     if unit.baseline:
         raise ValueError(f"unknown strategy {strategy!r} for mtp_generate; choose from {STRATEGIES} "
                          "(the model.generate baselines run through generate_many)")

@@ -156,7 +156,7 @@ class DecodeEngine:
         n_masks = max(0, min(max(r.reach for r in rows), room))
         drafts = [r.drafts for r in rows]
         return block_layout([r.pending for r in rows], drafts, [r.pos for r in rows], n_masks=n_masks,
-                            groups=self.strategy.groups(max(drafts)), mask_id=self.mask_token_id,
+                            group_anchors=self.strategy.group_anchors(max(drafts)), mask_id=self.mask_token_id,
                             filler=self.filler)
 
     def run(self) -> list[Completion]:

@@ -79,9 +79,10 @@ class _EngineStrategy(Strategy):
     def num_masks(self) -> int:
         return self.k_max - 1
 
-    def groups(self, max_drafts: int) -> int:
-        """Mask groups of a pass whose rows carry up to ``max_drafts`` drafts."""
-        return 1
+    def group_anchors(self, max_drafts: int) -> tuple[int | None, ...]:
+        """Where the mask groups of a pass whose rows carry up to ``max_drafts`` drafts sit
+        (:func:`selfdistill.decode.blocks.block_layout`): one group after the last real token."""
+        return (None,)
 
     def room(self, remaining: int, drafts: int) -> int:
         """Masks that can still matter for a row with ``remaining`` tokens of budget and ``drafts`` drafts."""
@@ -236,11 +237,48 @@ class Quadratic(_Lossless):
     def setting_name(self) -> str:
         return f"quadratic_kmax{self.k_max}{_margin(self)}"
 
-    def groups(self, max_drafts):
-        return max_drafts + 1
+    def group_anchors(self, max_drafts):
+        return tuple(range(max_drafts + 1))
 
     def room(self, remaining, drafts):
         return remaining - 1
 
     def draft_group(self, accepted, fed):
         return accepted
+
+
+@register
+class Hedged(_Lossless):
+    """Lossless hedged verify: quadratic's mask groups after the first ``lead_groups`` provisional tokens only (the
+    last verified token, then the first drafts), plus verify's group after the last draft. Most partial rejections
+    happen at the first drafts; after those the group at the accepted prefix still drafts, as in quadratic, while
+    a pass feeds about ``(lead_groups + 1) * k`` positions instead of ``k * k``. ``lead_groups >= k_max - 1`` is
+    quadratic decoding. Output = greedy ``generate``."""
+
+    name, label, sweep_flag = "hedged", "hedged verify (lossless)", "hedged"
+    plot_style = dict(color="tab:olive", marker="X", ls="none")
+    options = _Lossless.options + (Option("lead_groups", 1, positive_int,
+                                          "mask groups after the first provisional tokens (1: after the last "
+                                          "verified token only)"),)
+    bench_points = ({"threshold": 0.9, "k_max": 4, "lead_groups": 1}, {"threshold": 0.9, "k_max": 8, "lead_groups": 1},
+                    {"threshold": 0.9, "k_max": 8, "lead_groups": 2})
+
+    @property
+    def setting_name(self) -> str:
+        return f"hedged{self.lead_groups}_kmax{self.k_max}{_margin(self)}"
+
+    @classmethod
+    def sweep_points(cls, grid) -> list[dict]:
+        _no_duplicates("hedged lead groups", grid.hedged_lead_groups)
+        return [{"threshold": grid.verify_threshold, "k_max": grid.k_max, "mask_margin": grid.mask_margin,
+                 "lead_groups": h} for h in grid.hedged_lead_groups]
+
+    def group_anchors(self, max_drafts):
+        return tuple(range(min(self.lead_groups, max_drafts))) + (None,)
+
+    def room(self, remaining, drafts):
+        return remaining - 1
+
+    def draft_group(self, accepted, fed):
+        last = len(self.group_anchors(fed.layout.max_drafts)) - 1
+        return torch.where(accepted == fed.draft_len, last, torch.where(accepted < last, accepted, -1))

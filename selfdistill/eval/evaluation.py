@@ -34,6 +34,7 @@ class DecodeSetting:
     threshold: float | None = None
     k_max: int | None = None
     mask_margin: int | None = None  # adaptive mask count (see selfdistill.decode.decoder)
+    lead_groups: int | None = None  # hedged verify's groups after the first provisional tokens
 
     def __post_init__(self):
         for name, value in self.unit.values().items():
@@ -43,7 +44,7 @@ class DecodeSetting:
     def unit(self) -> Strategy:
         """The validated :class:`~selfdistill.decode.registry.Strategy` of this setting."""
         return make_strategy(self.strategy, k=self.k, threshold=self.threshold, k_max=self.k_max,
-                             mask_margin=self.mask_margin)
+                             mask_margin=self.mask_margin, lead_groups=self.lead_groups)
 
     @property
     def name(self) -> str:

@@ -49,6 +49,7 @@ class SweepGrid:
     k_max: int = PAPER_K_MAX
     verify_threshold: float = 0.0
     mask_margin: int | None = None
+    hedged_lead_groups: Sequence[int] = ()
 
 
 def sweep_strategies() -> tuple[str, ...]:
@@ -86,6 +87,12 @@ def run_key(task: str, setting: DecodeSetting) -> str:
     return re.sub(r"[^\w.+-]", "_", f"{task}__{setting.name}")
 
 
+def setting_fingerprint(setting: DecodeSetting) -> dict:
+    """The options a stored pair is compared on: those the strategy takes (an option it does not take is ``None``
+    and left out, so adding a strategy option later does not make older sweeps look different)."""
+    return {k: v for k, v in asdict(setting).items() if v is not None}
+
+
 class SweepStore:
     """Finished (task, setting) results of one sweep folder, saved as they finish; see the module docstring."""
 
@@ -112,8 +119,9 @@ class SweepStore:
         if self.overwrite or not path.is_file():
             return None
         stored = json.loads(path.read_text())
-        want = self.fingerprint | {"setting": asdict(setting)}
+        want = self.fingerprint | {"setting": setting_fingerprint(setting)}
         have = stored.get("fingerprint", {})
+        have = have | {"setting": {k: v for k, v in have.get("setting", {}).items() if v is not None}}
         diff = {k: v for k, v in differences(have, want).items() if k not in RECORDED_ONLY}
         if diff:
             raise ValueError(
@@ -146,7 +154,7 @@ class SweepStore:
         run.parent.mkdir(parents=True, exist_ok=True)
         tmp = run.with_suffix(".json.tmp")
         tmp.write_text(json.dumps({"task": task, "setting": setting.name,
-                                   "fingerprint": self.fingerprint | {"setting": asdict(setting)},
+                                   "fingerprint": self.fingerprint | {"setting": setting_fingerprint(setting)},
                                    "summary": summary, "samples": str(samples.relative_to(self.root))}, indent=2))
         tmp.replace(run)  # atomic: an interrupted run never leaves a half-written result behind
 

@@ -154,7 +154,7 @@ def test_registry_declares_every_strategy():
     with pytest.raises(AttributeError):
         make_strategy("static").k = 2
     assert make_strategy("static", k=2) == make_strategy("static", k=2) != make_strategy("static", k=3)
-    assert make_strategy("quadratic", k_max=4).lossless and make_strategy("quadratic").groups(3) == 4
+    assert make_strategy("quadratic", k_max=4).lossless and make_strategy("quadratic").group_anchors(3) == (0, 1, 2, 3)
 
 
 def test_sweep_reads_the_registry():

@@ -1,5 +1,6 @@
-"""Quadratic decoding (Apple, arXiv 2507.11851; METHOD.md section 5) against an independent no-cache reference and
-``generate``: lossless, and after a partial rejection the next pass still has fresh drafts."""
+"""Quadratic decoding (Apple, arXiv 2507.11851; METHOD.md section 5) and hedged verify (its groups after the first
+provisional tokens only) against an independent no-cache reference and ``generate``: lossless, and after a partial
+rejection the next pass still has fresh drafts."""
 
 import pytest
 import torch
@@ -7,15 +8,20 @@ from test_decoding import ARCHS, ATTNS, EOS, MASK, NO_EOS, collapsed_model, gree
     peaked_model
 from test_engine import check_engine
 
+from selfdistill.decode.blocks import block_layout
 from selfdistill.decode.decoder import mtp_generate
+from selfdistill.decode.registry import make_strategy
+from selfdistill.decode.strategies import Fed
 from selfdistill.models.attention import dense_mask_for
 
 
 @torch.no_grad()
-def naive_quadratic(model, prompt, *, k_max, threshold, max_new_tokens, eos=(), mask_margin=None):
+def naive_quadratic(model, prompt, *, k_max, threshold, max_new_tokens, eos=(), mask_margin=None, lead_groups=None):
     """One row, no KV cache: every pass feeds prompt + output + drafts, then one group of masks after each
     provisional token (the last verified one and every draft), with a full attention mask built here:
-    real tokens causal; group j sees the real tokens up to its anchor and itself causally, no other group."""
+    real tokens causal; group j sees the real tokens up to its anchor and itself causally, no other group.
+    ``lead_groups`` (hedged verify): groups only after the first ``lead_groups`` provisional tokens and after the
+    last draft; after a rejection past them there are no new drafts."""
     out, drafts, per_pass, reach = [], [], [], k_max - 1
     impl = model.config._attn_implementation
     while True:
@@ -23,7 +29,9 @@ def naive_quadratic(model, prompt, *, k_max, threshold, max_new_tokens, eos=(), 
         g = max(0, min(reach, remaining - 1))
         real = prompt + out + drafts
         first = len(prompt) + len(out) - 1  # the last verified token
-        anchors = [first + j for j in range(len(drafts) + 1)]
+        provisional = list(range(len(drafts) + 1)) if lead_groups is None else sorted(
+            set(range(min(lead_groups, len(drafts)))) | {len(drafts)})
+        anchors = [first + j for j in provisional]
         n, length = len(real), len(real) + g * len(anchors)
         allowed = torch.zeros(length, length, dtype=torch.bool)
         allowed[:n, :n] = torch.ones(n, n, dtype=torch.bool).tril()
@@ -39,10 +47,11 @@ def naive_quadratic(model, prompt, *, k_max, threshold, max_new_tokens, eos=(), 
         probs = model(ids, attention_mask=mask, position_ids=torch.tensor([positions])).logits[0].softmax(-1)
         top_p, top_i = (t.tolist() for t in probs.max(-1))
         a = 0
-        while a < len(drafts) and drafts[a] == top_i[anchors[a]]:
+        while a < len(drafts) and drafts[a] == top_i[first + a]:
             a += 1
-        chunk = (drafts[:a] + [top_i[anchors[a]]])[:remaining]
-        group = range(n + a * g, n + (a + 1) * g)
+        chunk = (drafts[:a] + [top_i[first + a]])[:remaining]
+        j = provisional.index(a) if a in provisional else None
+        group = range(n + j * g, n + (j + 1) * g) if j is not None else ()
         new_drafts = []
         for c in group:
             if top_p[c] < threshold or (mask_margin is not None and len(new_drafts) >= reach):
@@ -117,3 +126,84 @@ def test_quadratic_feeds_one_group_per_provisional_token():
     # prefill: prompt + 1 group of 2 masks; then [correction, d1, d2] + 3 groups of 2
     assert out.tokens_per_pass == [[1, 3, 3]]
     assert fed == [len(prompt) + 2, 3 + 3 * 2, 3 + 3 * 2]
+
+
+@pytest.mark.parametrize("attn", ATTNS)
+@pytest.mark.parametrize("arch", ARCHS)
+def test_cached_hedged_matches_naive_and_generate(arch, attn):
+    counts = set()
+    for model in (peaked_model(arch, attn), collapsed_model(arch, attn, 0.5)):
+        for prompt in make_prompts(2, seed=34):
+            expected = greedy_reference(model, prompt, 14)
+            for k_max, thr, margin, lead in ((4, 0.0, None, 1), (5, 0.3, None, 2), (6, 0.0, 1, 1)):
+                ref, ref_pass = naive_quadratic(model, prompt, k_max=k_max, threshold=thr, max_new_tokens=14,
+                                                eos=(EOS,), mask_margin=margin, lead_groups=lead)
+                got = mtp_generate(model, [prompt], strategy="hedged", k_max=k_max, threshold=thr,
+                                   max_new_tokens=14, mask_margin=margin, lead_groups=lead)
+                assert got.sequences[0] == ref, (k_max, thr, margin, lead)
+                assert got.tokens_per_pass[0] == ref_pass, (k_max, thr, margin, lead)
+                assert got.sequences[0] == expected
+                counts.update(ref_pass[1:-1])
+    assert 1 in counts and len(counts - {1}) >= 2, counts
+
+
+@pytest.mark.parametrize("attn", ATTNS)
+@pytest.mark.parametrize("arch", ARCHS)
+def test_continuous_batching_hedged_matches_one_at_a_time(arch, attn):
+    check_engine(collapsed_model(arch, attn, 0.5), [dict(strategy="hedged", k_max=5, threshold=0.0),
+                                                    dict(strategy="hedged", k_max=6, threshold=0.2,
+                                                         mask_margin=1, lead_groups=2)], slots=3)
+
+
+def test_hedged_with_every_lead_group_is_quadratic():
+    """``lead_groups >= k_max - 1``: a group after every provisional token, so quadratic decoding pass for pass."""
+    model = collapsed_model("llama", "sdpa", 0.5)
+    for prompt in make_prompts(4, seed=32):
+        common = dict(k_max=4, threshold=0.0, max_new_tokens=24, eos_token_id=NO_EOS)
+        quad = mtp_generate(model, [prompt], strategy="quadratic", **common)
+        for lead in (3, 5):
+            full = mtp_generate(model, [prompt], strategy="hedged", lead_groups=lead, **common)
+            assert full.sequences == quad.sequences and full.tokens_per_pass == quad.tokens_per_pass
+
+
+def _accept_by_hand(strategy, target, groups):
+    """One row fed [c, d1, d2] (drafts 11, 12; the last verified token c): the outcome when the next-token argmax
+    at c, d1, d2 is ``target`` and each mask group predicts its ``groups`` tokens confidently."""
+    vocab, pending = 40, [10, 11, 12]
+    layout = block_layout([pending], [2], [5], n_masks=2, group_anchors=strategy.group_anchors(2), mask_id=39)
+    columns = target + [t for group in groups for t in group]
+    logits = torch.full((1, len(columns), vocab), -10.0)
+    logits[0, range(len(columns)), columns] = 10.0
+    fed = Fed(layout, [pending], [2], torch.tensor([[11, 12]]), torch.tensor([2]), torch.tensor([2]))
+    return strategy.accept(logits, fed)[0]
+
+
+def test_hedged_drafts_after_a_rejection_at_its_lead_groups_only_by_hand():
+    hedged, verify = make_strategy("hedged", k_max=3, threshold=0.5), make_strategy("verify", k_max=3, threshold=0.5)
+    # groups (0, None): group 0 (after c) predicts 20, 21; the last group (after d2) 30, 31
+    rejected_first = _accept_by_hand(hedged, [7, 12, 13], [[20, 21], [30, 31]])  # d1 = 11 rejected: correction 7
+    assert (rejected_first.chunk, rejected_first.pending, rejected_first.drafts, rejected_first.kept) == (
+        [7], [7, 20, 21], 2, 1)
+    all_accepted = _accept_by_hand(hedged, [11, 12, 13], [[20, 21], [30, 31]])
+    assert (all_accepted.chunk, all_accepted.pending, all_accepted.drafts) == ([11, 12, 13], [13, 30, 31], 2)
+    rejected_second = _accept_by_hand(hedged, [11, 8, 13], [[20, 21], [30, 31]])  # past the lead group: none
+    assert (rejected_second.chunk, rejected_second.pending, rejected_second.drafts) == ([11, 8], [8], 0)
+    # verify, the same rejection: no drafts (its only group sat after the rejected draft)
+    assert _accept_by_hand(verify, [7, 12, 13], [[30, 31]]).pending == [7]
+
+
+def test_hedged_feeds_its_groups_by_hand():
+    """Every draft accepted: a pass feeds [correction, d1, d2] + a group after the last verified token and one
+    after d2 (lead_groups 1), each of k_max - 1 masks; quadratic would feed 3 groups."""
+    model = collapsed_model("qwen3", "sdpa", 0.05)
+    fed = []
+    handle = model.register_forward_pre_hook(lambda mod, args, kw: fed.append(kw["input_ids"].shape[-1]),
+                                             with_kwargs=True)
+    try:
+        prompt = make_prompts(1, seed=33)[0]
+        out = mtp_generate(model, [prompt], strategy="hedged", k_max=3, threshold=0.0, max_new_tokens=7,
+                           eos_token_id=NO_EOS)
+    finally:
+        handle.remove()
+    assert out.tokens_per_pass == [[1, 3, 3]]
+    assert fed == [len(prompt) + 2, 3 + 2 * 2, 3 + 2 * 2]

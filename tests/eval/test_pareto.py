@@ -199,6 +199,42 @@ def test_mask_margin_flag_reaches_conf_adapt_and_verify_only(pareto):
     assert cfg.mask_margin is None and "conf_adapt_0.9_kmax16" in [s.name for s in pareto.settings(cfg)]
 
 
+def test_hedged_flag_adds_one_setting_per_lead_groups_value(pareto):
+    from transformers import HfArgumentParser
+
+    (cfg,) = HfArgumentParser(pareto.ParetoConfig).parse_args_into_dataclasses(
+        args=["--no_static", "--thresholds", "0.9", "--k_max", "5", "--mask_margin", "2", "--hedged", "1", "2"])
+    names = [s.name for s in pareto.settings(cfg)]
+    assert names[-2:] == ["hedged1_kmax5_margin2", "hedged2_kmax5_margin2"] and "verify_kmax5_margin2" in names
+    (cfg,) = HfArgumentParser(pareto.ParetoConfig).parse_args_into_dataclasses(args=["--hedged", "0"])
+    with pytest.raises(ValueError, match="lead_groups"):
+        pareto.check_config(cfg)
+    (cfg,) = HfArgumentParser(pareto.ParetoConfig).parse_args_into_dataclasses(args=[])
+    assert not any(s.strategy == "hedged" for s in pareto.settings(cfg))  # not in a sweep unless asked
+
+
+def test_a_pair_stored_before_a_strategy_option_existed_still_resumes(tmp_path):
+    """Stored fingerprints list every option field, None for those the strategy does not take; a field added
+    later (lead_groups) must not make them look like other conditions, while a real difference still does."""
+    import json
+
+    from selfdistill.eval.evaluation import DecodeSetting
+    from selfdistill.eval.sweep import SweepStore
+
+    setting = DecodeSetting(strategy="verify", threshold=0.0, k_max=5)
+    store = SweepStore(tmp_path, fingerprint={"limit": 3})
+    store.save("gsm8k", setting, [{"id": "a"}], {"accuracy": 0.5})
+    run = next((tmp_path / "runs").glob("*.json"))
+    stored = json.loads(run.read_text())
+    assert "lead_groups" not in stored["fingerprint"]["setting"]
+    stored["fingerprint"]["setting"] = {"strategy": "verify", "k": None, "threshold": 0.0, "k_max": 5,
+                                       "mask_margin": None}  # as older commits wrote it
+    run.write_text(json.dumps(stored))
+    assert store.load("gsm8k", setting) == {"accuracy": 0.5}
+    with pytest.raises(ValueError, match="different conditions"):
+        SweepStore(tmp_path, fingerprint={"limit": 4}).load("gsm8k", setting)
+
+
 def test_step0_mask_embedding_is_seeded(pareto, tmp_path):
     """``--add_mask_token``: the new ``<mtp>`` row is random; a resumed or re-run step-0 sweep must get the same one."""
     import torch
