@@ -248,7 +248,7 @@ class Quadratic(_Lossless):
 
 
 @register
-class Hedged(_Lossless):
+class Hedged(Quadratic):
     """Lossless hedged verify: quadratic's mask groups after the first ``lead_groups`` provisional tokens only (the
     last verified token, then the first drafts), plus verify's group after the last draft. Most partial rejections
     happen at the first drafts; after those the group at the accepted prefix still drafts, as in quadratic, while
@@ -275,9 +275,6 @@ class Hedged(_Lossless):
 
     def group_anchors(self, max_drafts):
         return tuple(range(min(self.lead_groups, max_drafts))) + (None,)
-
-    def room(self, remaining, drafts):
-        return remaining - 1
 
     def draft_group(self, accepted, fed):
         last = len(self.group_anchors(fed.layout.max_drafts)) - 1

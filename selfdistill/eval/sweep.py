@@ -87,10 +87,12 @@ def run_key(task: str, setting: DecodeSetting) -> str:
     return re.sub(r"[^\w.+-]", "_", f"{task}__{setting.name}")
 
 
-def setting_fingerprint(setting: DecodeSetting) -> dict:
+def setting_fingerprint(setting: DecodeSetting | dict) -> dict:
     """The options a stored pair is compared on: those the strategy takes (an option it does not take is ``None``
-    and left out, so adding a strategy option later does not make older sweeps look different)."""
-    return {k: v for k, v in asdict(setting).items() if v is not None}
+    and left out, so adding a strategy option later does not make older sweeps, which stored it, look different).
+    Takes a setting or a stored fingerprint's ``setting`` dict."""
+    options = setting if isinstance(setting, dict) else asdict(setting)
+    return {k: v for k, v in options.items() if v is not None}
 
 
 class SweepStore:
@@ -121,7 +123,7 @@ class SweepStore:
         stored = json.loads(path.read_text())
         want = self.fingerprint | {"setting": setting_fingerprint(setting)}
         have = stored.get("fingerprint", {})
-        have = have | {"setting": {k: v for k, v in have.get("setting", {}).items() if v is not None}}
+        have = have | {"setting": setting_fingerprint(have.get("setting", {}))}
         diff = {k: v for k, v in differences(have, want).items() if k not in RECORDED_ONLY}
         if diff:
             raise ValueError(
