@@ -113,12 +113,11 @@ class SlotBatch:
 class _PassTensors:
     """A layout's lists, shipped to the device as one ``long`` tensor of planes (one transfer per pass):
     0 ids, 1 slot mask, 2 positions, 3 prediction columns among the kept logits, 4 ``[m, reach, drafts...]``,
-    5 anchors (grouped layouts). ``keep`` is the model's ``logits_to_keep``; ``gather`` whether rows need their
-    own columns of the kept logits."""
+    5 anchors (grouped layouts), last: the columns whose logits are kept. ``keep`` is the model's
+    ``logits_to_keep`` (those columns); ``gather`` whether rows need their own columns of the kept logits."""
 
     def __init__(self, layout: Layout, rows: list[RowState], device):
         needed = sorted({c for row in layout.sel for c in row})
-        contiguous = needed[0] + len(needed) == layout.length
         where = {c: i for i, c in enumerate(needed)}
         sel = [[where[c] for c in row] for row in layout.sel]
         self.n_sel = len(sel[0])
@@ -128,12 +127,14 @@ class _PassTensors:
         planes = [layout.ids, layout.slot, layout.positions, sel, info]
         if layout.groups > 1:
             planes.append(layout.anchors)
-        if not contiguous:
-            planes.append([needed] * len(rows))
+        planes.append([needed] * len(rows))
         width = max(len(row) for plane in planes for row in plane)
         self.planes = torch.tensor([[row + [0] * (width - len(row)) for row in plane] for plane in planes],
                                    dtype=torch.long).to(device, non_blocking=True)
-        self.keep = layout.length - needed[0] if contiguous else self.planes[-1, 0, :len(needed)]
+        # Indices, never an int: for an int n transformers feeds the LM head hidden[:, -n:], a view whose batch
+        # stride is not n * hidden, and torch's CPU bf16 linear then copies the whole head weight (25-35x the
+        # cost of the head on a fresh tensor: docs/decoding.md). Indexing makes the fresh tensor.
+        self.keep = self.planes[-1, 0, :len(needed)]
 
     def plane(self, index: int, length: int) -> torch.Tensor:
         return self.planes[index, :, :length]

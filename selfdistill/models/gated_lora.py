@@ -28,6 +28,7 @@ import math
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -61,27 +62,39 @@ class GatedLoRAConfig:
             raise ValueError(f"gated LoRA dropout must be in [0, 1), got {self.dropout!r}")
 
 
+class Gate(NamedTuple):
+    """The mask positions of the current forward: the input's ``[B, T]`` shape and the flat indices
+    ``long[n]`` (row-major, ``n >= 1``) of its mask tokens. Found once per forward (one ``nonzero``), so an adapted
+    layer gathers and scatters its rows with no boolean indexing (three ``nonzero`` syncs per layer)."""
+
+    shape: torch.Size
+    rows: torch.Tensor
+
+
 class GatedLoRAState(nn.Module):
-    """Per-model state: the trainable mask embedding, and the gate of the current forward (``bool[B, T]`` or
-    ``None`` when no input token is a mask)."""
+    """Per-model state: the trainable mask embedding, and the :class:`Gate` of the current forward (``None`` when
+    no input token is a mask)."""
 
     def __init__(self, mask_row: torch.Tensor, *, mask_token_id: int, config: GatedLoRAConfig, base_vocab_size: int):
         super().__init__()
         self.base_vocab_size = int(base_vocab_size)
         self.mask_embedding = nn.Parameter(mask_row.detach().to(_master_dtype(mask_row.dtype)).clone())
         self.mask_token_id, self.config = int(mask_token_id), config
-        self.gate: torch.Tensor | None = None
+        self.gate: Gate | None = None
         self.enabled = True
 
     def embed_hook(self, module, args, output):
         """Forward hook of the input embedding: set the gate, put the mask embedding at gated positions."""
         ids = args[0] if args else None
-        gate = ids == self.mask_token_id if self.enabled and torch.is_tensor(ids) else None
-        self.gate = gate if gate is not None and bool(gate.any()) else None
+        self.gate = None
+        if self.enabled and torch.is_tensor(ids):
+            rows = (ids == self.mask_token_id).reshape(-1).nonzero().squeeze(1)
+            self.gate = Gate(ids.shape, rows) if len(rows) else None
         if self.gate is None:
             return output
-        row = self.mask_embedding.to(output.dtype)
-        return output.index_put((self.gate,), row.expand(int(self.gate.sum()), -1))
+        rows = self.gate.rows
+        fill = self.mask_embedding.to(output.dtype).expand(len(rows), -1)
+        return output.reshape(-1, output.shape[-1]).index_copy(0, rows, fill).view_as(output)
 
     def reset_hook(self, module, args, kwargs):
         """Forward pre-hook of the model: no gate until the embedding has seen this forward's ids."""
@@ -109,9 +122,9 @@ class GatedLoRALinear(nn.Module):
             return out
         if gate.shape != x.shape[:-1]:
             raise RuntimeError(f"gated LoRA: gate {tuple(gate.shape)} does not match input {tuple(x.shape)}")
-        rows = self.dropout(x[gate])
+        rows = self.dropout(x.reshape(-1, x.shape[-1]).index_select(0, gate.rows))
         delta = (rows.to(self.lora_A.dtype) @ self.lora_A.T) @ self.lora_B.T * self.scale
-        return out.index_put((gate,), out[gate] + delta.to(out.dtype))
+        return out.reshape(-1, out.shape[-1]).index_add(0, gate.rows, delta.to(out.dtype)).view_as(out)
 
 
 def _master_dtype(dtype: torch.dtype) -> torch.dtype:
