@@ -25,6 +25,7 @@ class Option:
     default: Any
     check: Callable[[Any], str | None]
     help: str = ""
+    kind: type = int  # what a value given as text (lm-eval model_args) is parsed into
 
 
 def positive_int(value) -> str | None:
@@ -181,6 +182,36 @@ def bench_settings(*, k_max: int | None = None, mask_margin: int | None = None):
             unit = cls(**(point | extra))
             units.setdefault(unit.setting_name, unit)
     return list(units.items())
+
+
+def declared_options() -> dict[str, Option]:
+    """``{name: Option}``: every option some registered strategy declares (the first declaration; strategies that
+    share an option name share its meaning), in registration order."""
+    _load()
+    out: dict[str, Option] = {}
+    for cls in _REGISTRY.values():
+        for opt in cls.options:
+            out.setdefault(opt.name, opt)
+    return out
+
+
+def pop_options(values: dict) -> dict:
+    """Remove every strategy option from ``values`` (keyword arguments that also hold other settings) and return
+    them, text parsed by the option's ``kind``: ``None``, ``""`` and ``"None"`` are unset. Whether the strategy
+    takes them is :func:`make_strategy`'s check."""
+    out = {}
+    for name, opt in declared_options().items():
+        if name not in values:
+            continue
+        value = values.pop(name)
+        if isinstance(value, str):
+            text = value.strip()
+            try:
+                value = None if text in ("", "None") else opt.kind(text)
+            except ValueError as err:
+                raise ValueError(f"option {name}: {value!r} is not a valid {opt.kind.__name__}") from err
+        out[name] = value
+    return out
 
 
 def takes_option(name: str, option: str) -> bool:

@@ -134,7 +134,7 @@ class ConfAdapt(_EngineStrategy):
 
     name, label, sweep_flag, curve = "conf_adapt", "ConfAdapt (threshold)", "conf_adapt", "threshold"
     plot_style = dict(color="tab:blue", marker="o", ls="-")
-    options = (Option("threshold", 0.9, threshold_value, "tau (> 1: plain greedy)"), K_MAX, MARGIN)
+    options = (Option("threshold", 0.9, threshold_value, "tau (> 1: plain greedy)", float), K_MAX, MARGIN)
     bench_points = ({"threshold": 0.99}, {"threshold": 0.9}, {"threshold": 0.7},
                     {"threshold": 0.9, "mask_margin": 2}, {"threshold": 0.7, "mask_margin": 2})
 
@@ -169,8 +169,8 @@ class _Lossless(_EngineStrategy):
     one mask group's predictions (:meth:`draft_group`)."""
 
     lossless = True
-    options = (Option("threshold", 0.9, threshold_value, "confidence a mask prediction needs to become a draft"),
-               K_MAX, MARGIN)
+    options = (Option("threshold", 0.9, threshold_value, "confidence a mask prediction needs to become a draft",
+                      float), K_MAX, MARGIN)
     def used_masks(self, outcome):
         return outcome.drafts
 

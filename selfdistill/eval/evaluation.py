@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 
 from rewards import grade, grader_for_task
 from rewards.graders import EXTRACTORS
@@ -40,11 +40,19 @@ class DecodeSetting:
         for name, value in self.unit.values().items():
             object.__setattr__(self, name, value)
 
+    @classmethod
+    def option_names(cls) -> tuple[str, ...]:
+        """The option fields: one per option the registry declares (``declared_options``; a test checks)."""
+        return tuple(f.name for f in fields(cls) if f.name != "strategy")
+
+    def options(self) -> dict:
+        """``{option: value}`` for every option field (``None`` where the strategy does not take it)."""
+        return {name: getattr(self, name) for name in self.option_names()}
+
     @property
     def unit(self) -> Strategy:
         """The validated :class:`~selfdistill.decode.registry.Strategy` of this setting."""
-        return make_strategy(self.strategy, k=self.k, threshold=self.threshold, k_max=self.k_max,
-                             mask_margin=self.mask_margin, lead_groups=self.lead_groups)
+        return make_strategy(self.strategy, **self.options())
 
     @property
     def name(self) -> str:

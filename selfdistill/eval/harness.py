@@ -5,9 +5,9 @@ Importing this module registers the model ``selfdistill`` with lm-eval. Its ``ge
 :class:`selfdistill.eval.evaluation.DecodeSetting` (the registry's, :mod:`selfdistill.decode.registry`) can be
 scored on any generative lm-eval task; loglikelihood requests are plain forward passes (inherited from
 lm-eval's ``HFLM``). model_args: ``pretrained`` (path, hub id, or ``tiny-student``/``tiny-teacher``),
-``strategy`` (any of :func:`selfdistill.decode.registry.strategy_names`) and its options (``threshold``, ``k``,
-``k_max``, ``mask_margin``: validated by the registry, unset ones take the strategy's defaults, ``k_max`` the
-model's trained one where it records one),
+``strategy`` (any of :func:`selfdistill.decode.registry.strategy_names`) and its options (any the registry
+declares: ``threshold``, ``k``, ``k_max``, ``mask_margin``, ``lead_groups``, ...; parsed and validated by the
+registry, unset ones take the strategy's defaults, ``k_max`` the model's trained one where it records one),
 ``add_mask_token``, ``agreement`` (also decode with plain ``generate`` and report ``exact_agreement`` and, on
 our ``sd_*`` tasks, ``answer_agreement`` with it) and HFLM's own (``batch_size``, ``dtype``, ``device``, ...).
 
@@ -39,7 +39,7 @@ from tqdm.auto import tqdm
 from rewards import grade, grader_for_task
 from rewards.graders import EXTRACTORS
 from selfdistill.eval.agreement import item_agreement
-from selfdistill.decode.registry import takes_option
+from selfdistill.decode.registry import pop_options, takes_option
 from selfdistill.eval.evaluation import DecodeSetting, decode_batch, speed_summary
 from selfdistill.data.prompts import fewshot_prefix_for, render_prompt
 
@@ -51,12 +51,12 @@ MODEL_NAME = "selfdistill"
 class SelfDistillLM(HFLM):
     """HFLM whose ``generate_until`` runs our multi-token decoder (greedy); see the module docstring."""
 
-    def __init__(self, pretrained="tiny-student", strategy: str = "conf_adapt", threshold: float | None = None,
-                 k: int | None = None, k_max: int | None = None, mask_margin: int | None = None,
-                 add_mask_token: bool = False, agreement: bool = False, **kwargs):
-        # model_args arrive as strings or numbers; the registry validates them (NaN / negative thresholds refused)
-        self.setting = DecodeSetting(strategy=strategy, k=_opt(k, int), threshold=_opt(threshold, float),
-                                     k_max=_opt(k_max, int), mask_margin=_opt(mask_margin, int))
+    def __init__(self, pretrained="tiny-student", strategy: str = "conf_adapt", add_mask_token: bool = False,
+                 agreement: bool = False, **kwargs):
+        # The strategy's options (any the registry declares) arrive among HFLM's kwargs, as strings or numbers;
+        # the registry parses and validates them (NaN / negative thresholds, options the strategy lacks refused).
+        options = pop_options(kwargs)
+        self.setting = DecodeSetting(strategy=strategy, **options)
         if isinstance(pretrained, str):  # after the options are checked: an adapter folder loads here
             pretrained, kwargs = _resolve_pretrained(pretrained, kwargs)
         kwargs.setdefault("device", "cpu" if not _cuda() else "cuda")
@@ -65,7 +65,7 @@ class SelfDistillLM(HFLM):
         from selfdistill.models.mask_token import mask_token_id_from, trained_k_max_from
 
         trained = trained_k_max_from(self.model)
-        if k_max is None and trained is not None and takes_option(strategy, "k_max"):
+        if options.get("k_max") is None and trained is not None and takes_option(strategy, "k_max"):
             self.setting = replace(self.setting, k_max=trained)  # read the slots the model was trained on
 
         if self.setting.unit.needs_mask_token and mask_token_id_from(self.model) is None:
@@ -133,10 +133,10 @@ class SelfDistillLM(HFLM):
         for r in self.decode_records:
             per_task[r["task"]].append(r)
         batch = self.batch_size if isinstance(self.batch_size, int) else self.max_batch_size
-        return {"setting": self.setting.name, "strategy": self.setting.strategy, "k": self.setting.k,
-                "threshold": self.setting.threshold, "k_max": self.setting.k_max,
-                "per_task": {t: {"n": len(rs)} | speed_summary(rs, seconds=self._decode_seconds[t], batch_size=batch)
-                             | _agreement_means(rs) for t, rs in per_task.items()}}
+        speeds = {t: {"n": len(rs)} | speed_summary(rs, seconds=self._decode_seconds[t], batch_size=batch)
+                  | _agreement_means(rs) for t, rs in per_task.items()}
+        return {"setting": self.setting.name, "strategy": self.setting.strategy} | self.setting.options() | {
+            "per_task": speeds}
 
     def get_model_info(self) -> dict:
         # HFLM's version asks the hub for the model's sha (network); the rest is what matters offline.
@@ -187,16 +187,6 @@ def _cuda() -> bool:
     import torch
 
     return torch.cuda.is_available()
-
-
-def _opt(v, kind):
-    """A model_args value: ``None`` / ``""`` / ``"None"`` stay ``None``; anything else is converted by ``kind``."""
-    if v is None or (isinstance(v, str) and v.strip() in ("", "None")):
-        return None
-    try:
-        return kind(v)
-    except ValueError as err:
-        raise ValueError(f"model_args value {v!r} is not a valid {kind.__name__}") from err
 
 
 def _as_bool(v) -> bool:

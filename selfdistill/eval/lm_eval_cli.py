@@ -28,7 +28,8 @@ class LmEvalConfig:
     tasks: str = field(metadata={"help": "comma-separated task names (sd_* are ours, offline)"})
     model: str = field(default="selfdistill", metadata={"help": "lm-eval model name (default: our decoder)"})
     model_args: str = field(default="pretrained=tiny-student", metadata={
-        "help": "pretrained=...,strategy=generate|static|conf_adapt|verify,threshold=,k=,k_max=,dtype=,..."})
+        "help": "pretrained=...,strategy=<registry name>,<its options: threshold=,k=,k_max=,mask_margin=,"
+                "lead_groups=>,dtype=,..."})
     limit: float | None = field(default=None, metadata={"help": "first n documents per task (<1: a fraction)"})
     batch_size: str | None = field(default=None, metadata={"help": "overrides model_args batch_size"})
     device: str | None = field(default=None, metadata={"help": "overrides model_args device"})

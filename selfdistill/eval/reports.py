@@ -148,8 +148,8 @@ def _plot_panel(ax, rows: Sequence[dict], panel: Frontier, *, batch_size: int) -
 
 
 def _point_label(row: dict) -> str | None:
-    return DecodeSetting(strategy=row["strategy"], **{k: row.get(k) for k in ("k", "threshold", "k_max",
-                                                                              "mask_margin")}).unit.point_label()
+    options = {name: row.get(name) for name in DecodeSetting.option_names()}
+    return DecodeSetting(strategy=row["strategy"], **options).unit.point_label()
 
 
 def _finite(v) -> bool:

@@ -25,6 +25,7 @@ class ServeConfig:
     k: int | None = None
     k_max: int | None = None
     mask_margin: int | None = None
+    lead_groups: int | None = None  # one field per option the registry declares (a test checks)
     max_batch: int = field(default=16, metadata={"help": "rows in flight per decoding setting"})
     max_engines: int = field(default=4, metadata={
         "help": "distinct decoding settings (per-request `selfdistill` options) held at once"})
@@ -38,14 +39,19 @@ class ServeConfig:
     port: int = 8000
     log_level: str = "info"
 
+    def strategy_options(self) -> dict:
+        """The decoding options given (``None``: the strategy's default), for ``make_strategy``."""
+        from selfdistill.decode.registry import declared_options
+
+        return {name: getattr(self, name) for name in declared_options()}
+
 
 def check_config(cfg: ServeConfig) -> None:
     """Usage errors before any model loads."""
     from selfdistill.decode.registry import make_strategy
     from selfdistill.models.loader import resolve_model_path
 
-    unit = make_strategy(cfg.strategy, threshold=cfg.threshold, k=cfg.k, k_max=cfg.k_max,
-                         mask_margin=cfg.mask_margin)
+    unit = make_strategy(cfg.strategy, **cfg.strategy_options())
     if unit.baseline:
         raise ValueError(f"--strategy {cfg.strategy} is a model.generate baseline; serve plain greedy decoding with "
                          "--strategy static --k 1")
@@ -67,8 +73,7 @@ def build_app(cfg: ServeConfig):
     from selfdistill.serve.app import create_app
 
     model, tokenizer = load_model(cfg.model, dtype=cfg.dtype, device=cfg.device)
-    unit = make_strategy(cfg.strategy, threshold=cfg.threshold, k=cfg.k, k_max=cfg.k_max, mask_margin=cfg.mask_margin,
-                         trained_k_max=trained_k_max_from(model))
+    unit = make_strategy(cfg.strategy, trained_k_max=trained_k_max_from(model), **cfg.strategy_options())
     template = Path(cfg.chat_template).read_text() if cfg.chat_template else None
     return create_app(model, tokenizer, model_name=cfg.served_model_name or cfg.model, strategy=unit,
                       max_batch=cfg.max_batch, max_engines=cfg.max_engines, chat_template=template,

@@ -96,6 +96,18 @@ def test_an_unset_k_max_is_the_models_trained_one(tmp_path):
     assert lm.setting.k_max == 6
 
 
+def test_any_option_the_registry_declares_is_a_model_arg(tmp_path):
+    from selfdistill.eval.harness import SelfDistillLM
+
+    ckpt = save_tiny_checkpoint(tmp_path / "ckpt")
+    lm = SelfDistillLM(pretrained=str(ckpt), strategy="hedged", k_max="4", lead_groups="2", device="cpu",
+                       dtype="float32")
+    assert lm.setting.name == "hedged2_kmax4"
+    assert lm.decode_summary() | {"per_task": None} == {
+        "setting": "hedged2_kmax4", "strategy": "hedged", "k": None, "threshold": 0.9, "k_max": 4,
+        "mask_margin": None, "lead_groups": 2, "per_task": None}
+
+
 def _load_task_yaml(path):
     class Loader(yaml.SafeLoader):
         pass

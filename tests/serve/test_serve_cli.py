@@ -16,6 +16,8 @@ pytest.importorskip("fastapi")
     (["--max-batch", "0"], "--max-batch must be >= 1"),
     (["--chat-template", "/no/such/template.jinja"], "no such file"),
     (["--model", "/no/such/ckpt"], "no such folder"),
+    (["--strategy", "hedged", "--lead-groups", "0"], "lead_groups must be an int >= 1"),
+    (["--strategy", "verify", "--lead-groups", "2"], "takes no option lead_groups"),
 ])
 def test_serve_refuses_bad_options_before_loading(capsys, argv, message):
     from selfdistill.serve.__main__ import main
