@@ -30,6 +30,8 @@ Launch:
     .venv/bin/python scripts/bench_decode.py --model tiny-student --suite synthetic --out results/bench_decode/x
     .venv/bin/python scripts/bench_decode.py --model smollm2-135m-mtp --k_max 5 --mask_margin 2 \
         --only static_k3,conf_adapt_0.9_kmax5_margin2,verify_kmax5_margin2 --out results/bench_decode/y
+    .venv/bin/python scripts/bench_decode.py --model smollm2-135m-mtp --suite gsm8k --chat_template true \
+        --k_max 5 --mask_margin 2 --dtype bfloat16 --out results/bench_decode/z  # the sweep's prompts, bf16
     .venv/bin/python scripts/bench_decode.py --random-llama 256,6 --out results/bench_decode/  # untrained model
     # on a GPU: a Llama-3.2-1B-shaped random model in bf16 (the GPU's name goes into the --out folder by hand)
     python scripts/bench_decode.py --random-llama llama-3.2-1b --dtype bfloat16 --device cuda --out DIR
@@ -77,6 +79,8 @@ class BenchConfig:
     suite: str | None = field(default=None, metadata={
         "help": "take zero-shot prompts from this task suite instead (e.g. synthetic, bbh_learnt: what the tiny "
                 "models were trained on), spread evenly over its subtasks"})
+    chat_template: bool = field(default=False, metadata={
+        "help": "send each prompt as one user turn of the model's chat template (as pareto.py --chat_template)"})
     limit: int = field(default=32, metadata={"help": "number of prompts"})
     max_new_tokens: int = 64
     batch_sizes: str = field(default="1,16", metadata={"help": "comma-separated positive batch sizes"})
@@ -109,6 +113,8 @@ def check_args(cfg: BenchConfig) -> None:
         raise ValueError(f"--only: unknown setting(s) {sorted(unknown)}; choose from {names}")
     if cfg.random_llama:
         random_llama_shape(cfg.random_llama, vocab_size=cfg.random_vocab)
+        if cfg.chat_template:
+            raise ValueError("--chat_template needs the model's tokenizer; --random-llama has none")
     elif cfg.model is not None:
         resolve_model_path(cfg.model)
     batch_sizes(cfg)
@@ -203,6 +209,10 @@ def load_prompts(cfg, tokenizer, vocab_size: int) -> list[list[int]]:
         texts = prompt_texts(cfg.prompts)[:cfg.limit]
     else:
         texts = [_TEMPLATES[i % len(_TEMPLATES)].format(a=3 + 7 * i % 50, b=2 + 5 * i % 30) for i in range(cfg.limit)]
+    if cfg.chat_template:
+        from selfdistill.data.prompts import apply_chat_template
+
+        texts = [apply_chat_template(t, tokenizer) for t in texts]
     if tokenizer is None:
         g = torch.Generator().manual_seed(0)
         # Random ids (avoiding the top few special ids) with the lengths the texts would roughly have.

@@ -28,6 +28,7 @@ def _usage_error(bench, capsys, argv) -> str:
     (["--out", "FILE"], "is an existing file"),
     (["--k_max", "0"], "option k_max must be"),
     (["--k_max", "5", "--only", "verify_kmax16"], "unknown setting(s) ['verify_kmax16']"),
+    (["--random-llama", "64,2", "--chat_template", "true"], "--chat_template needs the model's tokenizer"),
 ])
 def test_bad_options_are_usage_errors(bench, tmp_path, monkeypatch, capsys, argv, message):
     monkeypatch.chdir(tmp_path)
@@ -66,3 +67,19 @@ def test_k_max_and_mask_margin_replace_the_adaptive_bench_points(bench):
     assert {"conf_adapt_0.9_kmax5_margin2", "verify_kmax5_margin2"} <= set(names)
     strategy = dict(bench_settings(k_max=5))["verify_kmax5"]
     assert (strategy.k_max, strategy.mask_margin) == (5, None)
+
+
+def test_chat_template_wraps_each_prompt_as_a_user_turn(bench, tmp_path):
+    from transformers import AutoTokenizer
+
+    from selfdistill.models.loader import resolve_model_path
+
+    tok = AutoTokenizer.from_pretrained(resolve_model_path("smollm2-135m-mtp"))  # the shipped adapter's tokenizer
+    path = tmp_path / "prompts.jsonl"
+    path.write_text('{"prompt": "What is 2 + 3?"}\n')
+    plain, chat = (bench.load_prompts(bench.parse_args(["--prompts", str(path), "--chat_template", flag, "--out",
+                                                        str(tmp_path / "out")]), tok, len(tok))
+                   for flag in ("false", "true"))
+    assert tok.decode(plain[0]) == "What is 2 + 3?"
+    assert tok.decode(chat[0]) == tok.apply_chat_template([{"role": "user", "content": "What is 2 + 3?"}],
+                                                          tokenize=False, add_generation_prompt=True)
