@@ -150,7 +150,7 @@ def evaluate(model, tokenizer, rows: Sequence[dict], setting: DecodeSetting, *, 
             grader = grader_for_task(row["task"])
             records[i] = {
                 "id": row["id"], "task": row["task"], "subtask": row["subtask"], "setting": setting.name,
-                "completion": gen.text, "gold": row["answer"],
+                "completion": gen.text,  # no gold answer: records are committed, benchmark labels are not
                 "extracted": EXTRACTORS[grader](gen.text), "correct": bool(grade(grader, gen.text, row["answer"])),
                 "new_tokens": gen.new_tokens, "forward_passes": gen.forward_passes,
                 "tokens_per_forward": gen.new_tokens / max(gen.forward_passes, 1),

@@ -69,7 +69,8 @@ def test_tiny_sweep_writes_reports_and_resumes(pareto, ckpt, tmp_path, monkeypat
     assert {"command", "commit", "hardware", "versions"} <= set(summary["provenance"])
     assert set(summary["frontier"]["synthetic"]) == {"tokens_per_forward", "tokens_per_second", "agreement"}
     samples = [json.loads(line) for line in open(root / "samples/synthetic__generate.jsonl")]
-    assert len(samples) == 20 and {"completion", "extracted", "gold", "correct", "forward_passes"} <= set(samples[0])
+    assert len(samples) == 20 and {"completion", "extracted", "correct", "forward_passes"} <= set(samples[0])
+    assert "gold" not in samples[0]  # sample files get committed; the benchmark's labels must not be
     assert "## synthetic (n = 20)" in (root / "frontier.md").read_text()
     # agreement with the generate row of the same sweep: 1 for itself, a fraction for ConfAdapt
     assert float(rows[0]["answer_agreement"]) == float(rows[0]["exact_agreement"]) == 1.0
