@@ -27,6 +27,11 @@ def _margin(unit) -> str:
     return "" if unit.mask_margin is None else f"_margin{unit.mask_margin}"
 
 
+def _draft_threshold(unit) -> str:
+    """A lossless setting name's ``_t<threshold>`` suffix: empty at the default 0 (every mask prediction drafted)."""
+    return "" if unit.threshold == 0 else f"_t{unit.threshold:g}"
+
+
 def _no_duplicates(what: str, values) -> None:
     if len(set(values)) != len(values):
         raise ValueError(f"duplicate {what}: {list(values)}")
@@ -169,8 +174,8 @@ class _Lossless(_EngineStrategy):
     one mask group's predictions (:meth:`draft_group`)."""
 
     lossless = True
-    options = (Option("threshold", 0.9, threshold_value, "confidence a mask prediction needs to become a draft",
-                      float), K_MAX, MARGIN)
+    options = (Option("threshold", 0.0, threshold_value, "confidence a mask prediction needs to become a draft "
+                      "(0: every one)", float), K_MAX, MARGIN)
     def used_masks(self, outcome):
         return outcome.drafts
 
@@ -211,12 +216,11 @@ class Verify(_Lossless):
     name, label, sweep_flag = "verify", "verify (lossless)", "verify"
     plot_style = dict(color="tab:green", marker="D", ls="none")
     # k_max 4 and 8: the points quadratic decoding is compared with at equal k_max
-    bench_points = ({"threshold": 0.9}, {"threshold": 0.9, "mask_margin": 2}, {"threshold": 0.9, "k_max": 4},
-                    {"threshold": 0.9, "k_max": 8})
+    bench_points = ({}, {"mask_margin": 2}, {"k_max": 4}, {"k_max": 8})
 
     @property
     def setting_name(self) -> str:
-        return f"verify_kmax{self.k_max}{_margin(self)}"
+        return f"verify_kmax{self.k_max}{_margin(self)}{_draft_threshold(self)}"
 
     def draft_group(self, accepted, fed):
         return torch.where(accepted == fed.draft_len, 0, -1)
@@ -230,12 +234,11 @@ class Quadratic(_Lossless):
 
     name, label, sweep_flag, sweep_default = "quadratic", "quadratic (lossless)", "quadratic", False
     plot_style = dict(color="tab:purple", marker="P", ls="none")
-    bench_points = ({"threshold": 0.9, "k_max": 4}, {"threshold": 0.9, "k_max": 8},
-                    {"threshold": 0.9, "k_max": 4, "mask_margin": 2})
+    bench_points = ({"k_max": 4}, {"k_max": 8}, {"k_max": 4, "mask_margin": 2})
 
     @property
     def setting_name(self) -> str:
-        return f"quadratic_kmax{self.k_max}{_margin(self)}"
+        return f"quadratic_kmax{self.k_max}{_margin(self)}{_draft_threshold(self)}"
 
     def group_anchors(self, max_drafts):
         return tuple(range(max_drafts + 1))
@@ -260,12 +263,11 @@ class Hedged(Quadratic):
     options = _Lossless.options + (Option("lead_groups", 1, positive_int,
                                           "mask groups after the first provisional tokens (1: after the last "
                                           "verified token only)"),)
-    bench_points = ({"threshold": 0.9, "k_max": 4, "lead_groups": 1}, {"threshold": 0.9, "k_max": 8, "lead_groups": 1},
-                    {"threshold": 0.9, "k_max": 8, "lead_groups": 2})
+    bench_points = ({"k_max": 4, "lead_groups": 1}, {"k_max": 8, "lead_groups": 1}, {"k_max": 8, "lead_groups": 2})
 
     @property
     def setting_name(self) -> str:
-        return f"hedged{self.lead_groups}_kmax{self.k_max}{_margin(self)}"
+        return f"hedged{self.lead_groups}_kmax{self.k_max}{_margin(self)}{_draft_threshold(self)}"
 
     @classmethod
     def sweep_points(cls, grid) -> list[dict]:

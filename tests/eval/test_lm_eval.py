@@ -104,7 +104,7 @@ def test_any_option_the_registry_declares_is_a_model_arg(tmp_path):
                        dtype="float32")
     assert lm.setting.name == "hedged2_kmax4"
     assert lm.decode_summary() | {"per_task": None} == {
-        "setting": "hedged2_kmax4", "strategy": "hedged", "k": None, "threshold": 0.9, "k_max": 4,
+        "setting": "hedged2_kmax4", "strategy": "hedged", "k": None, "threshold": 0.0, "k_max": 4,
         "mask_margin": None, "lead_groups": 2, "per_task": None}
 
 
