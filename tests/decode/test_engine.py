@@ -146,7 +146,11 @@ def test_registry_declares_every_strategy():
     assert make_strategy("static", k=3).setting_name == "static_k3"
     assert make_strategy("conf_adapt", threshold=0.9, mask_margin=2).setting_name == "conf_adapt_0.9_kmax16_margin2"
     assert not make_strategy("static").needs_mask_token and make_strategy("static", k=2).needs_mask_token
-    assert make_strategy("verify").threshold == 0.9 == make_strategy("conf_adapt").threshold
+    assert make_strategy("verify").threshold == 0.0 and make_strategy("conf_adapt").threshold == 0.9
+    # a lossless mode names a draft threshold other than its default (every mask prediction drafted)
+    assert make_strategy("verify", k_max=5).setting_name == "verify_kmax5"
+    assert make_strategy("verify", k_max=5, threshold=0.9).setting_name == "verify_kmax5_t0.9"
+    assert make_strategy("hedged", k_max=5, threshold=0.5, lead_groups=2).setting_name == "hedged2_kmax5_t0.5"
     with pytest.raises(ValueError, match="takes no option k"):
         make_strategy("conf_adapt", k=2)
     with pytest.raises(ValueError, match="unknown strategy"):

@@ -111,21 +111,27 @@ def test_quadratic_keeps_drafting_after_partial_rejections():
     assert quad_passes < lin_passes
 
 
-def test_quadratic_feeds_one_group_per_provisional_token():
-    """By hand on the fed widths: a pass feeds the pending tokens + (drafts + 1) groups of k_max - 1 masks."""
+def _fed_widths(strategy: str) -> tuple[list[int], list[int], int]:
+    """Decode 7 tokens at k_max 3 with every draft accepted: (tokens per pass, widths fed per pass, prompt length)."""
     model = collapsed_model("qwen3", "sdpa", 0.05)  # every draft accepted
     fed = []
     handle = model.register_forward_pre_hook(lambda mod, args, kw: fed.append(kw["input_ids"].shape[-1]),
                                              with_kwargs=True)
     try:
         prompt = make_prompts(1, seed=33)[0]
-        out = mtp_generate(model, [prompt], strategy="quadratic", k_max=3, threshold=0.0, max_new_tokens=7,
+        out = mtp_generate(model, [prompt], strategy=strategy, k_max=3, threshold=0.0, max_new_tokens=7,
                            eos_token_id=NO_EOS)
     finally:
         handle.remove()
+    return out.tokens_per_pass[0], fed, len(prompt)
+
+
+def test_quadratic_feeds_one_group_per_provisional_token():
+    """By hand on the fed widths: a pass feeds the pending tokens + (drafts + 1) groups of k_max - 1 masks."""
+    per_pass, fed, prompt_len = _fed_widths("quadratic")
     # prefill: prompt + 1 group of 2 masks; then [correction, d1, d2] + 3 groups of 2
-    assert out.tokens_per_pass == [[1, 3, 3]]
-    assert fed == [len(prompt) + 2, 3 + 3 * 2, 3 + 3 * 2]
+    assert per_pass == [1, 3, 3]
+    assert fed == [prompt_len + 2, 3 + 3 * 2, 3 + 3 * 2]
 
 
 @pytest.mark.parametrize("attn", ATTNS)
@@ -195,15 +201,6 @@ def test_hedged_drafts_after_a_rejection_at_its_lead_groups_only_by_hand():
 def test_hedged_feeds_its_groups_by_hand():
     """Every draft accepted: a pass feeds [correction, d1, d2] + a group after the last verified token and one
     after d2 (lead_groups 1), each of k_max - 1 masks; quadratic would feed 3 groups."""
-    model = collapsed_model("qwen3", "sdpa", 0.05)
-    fed = []
-    handle = model.register_forward_pre_hook(lambda mod, args, kw: fed.append(kw["input_ids"].shape[-1]),
-                                             with_kwargs=True)
-    try:
-        prompt = make_prompts(1, seed=33)[0]
-        out = mtp_generate(model, [prompt], strategy="hedged", k_max=3, threshold=0.0, max_new_tokens=7,
-                           eos_token_id=NO_EOS)
-    finally:
-        handle.remove()
-    assert out.tokens_per_pass == [[1, 3, 3]]
-    assert fed == [len(prompt) + 2, 3 + 2 * 2, 3 + 2 * 2]
+    per_pass, fed, prompt_len = _fed_widths("hedged")
+    assert per_pass == [1, 3, 3]
+    assert fed == [prompt_len + 2, 3 + 2 * 2, 3 + 2 * 2]
