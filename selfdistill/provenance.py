@@ -30,18 +30,20 @@ def git_commit(repo: Path = REPO_ROOT) -> str:
         return "unknown"
 
 
+def _cpuinfo() -> str:
+    """``/proc/cpuinfo`` ("" where there is none: not Linux)."""
+    try:
+        return Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return ""
+
+
 def hardware() -> str:
     """A one-line description: CPU model and core count, plus the GPU name when CUDA is in use."""
     import torch
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = next((line.split(":", 1)[1].strip() for line in _cpuinfo().splitlines() if line.startswith("model name")),
+               platform.processor() or platform.machine())
     desc = f"{cpu}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}"
     if torch.cuda.is_available():
         desc += f", GPU {torch.cuda.get_device_name(0)} x{torch.cuda.device_count()}"
@@ -55,10 +57,7 @@ def cpu_bf16_units(*, cpuinfo: str | None = None) -> str:
     """The CPU's bf16 matrix units among :data:`BF16_UNITS` (the flags of ``cpuinfo``, by default
     ``/proc/cpuinfo``), ``"none"`` without any, or ``"unknown"`` where no flags can be read. With them a bf16 pass
     over many tokens costs about what a one-token pass costs; without them bf16 is emulated and fp32 is faster."""
-    try:
-        text = Path("/proc/cpuinfo").read_text() if cpuinfo is None else cpuinfo
-    except OSError:
-        return "unknown"
+    text = _cpuinfo() if cpuinfo is None else cpuinfo
     flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), None)
     if flags is None:
         return "unknown"
