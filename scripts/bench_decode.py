@@ -51,7 +51,7 @@ from pathlib import Path
 
 import torch
 
-from selfdistill.decode.forward_cost import BASELINE, FORWARD_BASELINE, add_ratios, forward_cost
+from selfdistill.decode.forward_cost import BASELINE, FORWARD_BASELINE, add_ratios, forward_cost, ops_columns, pass_ops
 from selfdistill.decode.registry import bench_settings
 from selfdistill.models.loader import DTYPES, resolve_device
 from selfdistill.timing import clock
@@ -260,10 +260,13 @@ def main(cfg) -> list[dict]:
 
     results, costs = [], []
     with torch.no_grad():
+        # operation counts per pass (batch 1, first prompt): deterministic, the GPU-side proxy of a pass's cost
+        ops = {name: pass_ops(model, prompts[0], unit, pad_token_id=pad_id) for name, unit in chosen}
         for bs in batch_sizes(cfg):
             best = fastest_runs(model, prompts, chosen, batch_size=bs, cfg=cfg, pad_id=pad_id)
             for name, unit in chosen:
-                row = add_ratios(best[name], best, baseline=unit.baseline) | {"repeats": cfg.repeats}
+                row = add_ratios(best[name], best, baseline=unit.baseline) | ops_columns(ops, name) | {
+                    "repeats": cfg.repeats}
                 results.append(row)
                 print(describe(row), flush=True)
             if cfg.forward_cost_repeats > 0:
@@ -301,7 +304,8 @@ def describe(row: dict) -> str:
             f"x{row['ratio_to_generate']:.2f} vs generate x{row['ratio_to_generate_cb']:.2f} vs generate_cb "
             f"overhead={row['overhead_share']:.0%}  "
             f"forward-only x{row['forward_only_ratio']:.2f} vs k=1  "
-            f"pass cost x{row['pass_cost_ratio']:.2f}  speedup/tpf {row['speedup_per_tpf']:.2f}")
+            f"pass cost x{row['pass_cost_ratio']:.2f} (ops x{row['ops_ratio_to_generate']:.2f})  "
+            f"speedup/tpf {row['speedup_per_tpf']:.2f}")
 
 
 def write_outputs(out: Path, results: list[dict], costs: list[dict], meta: dict) -> None:

@@ -16,6 +16,7 @@ from transformers import DynamicCache
 from selfdistill.decode.blocks import Layout, group_pattern, model_pass_mask
 from selfdistill.decode.rows import RowState
 from selfdistill.decode.strategies import Fed
+from selfdistill.models.gated_lora import trailing_masks
 
 
 def new_cache(model) -> DynamicCache:
@@ -85,9 +86,10 @@ class SlotBatch:
                                     n_masks=layout.n_masks)
         mask = model_pass_mask(self.model, slot, layout.length, pattern=pattern)
         start = clock() if clock else 0.0
-        logits = self.model(input_ids=t.plane(0, layout.length), attention_mask=mask,
-                            position_ids=t.plane(2, layout.length), cache=self.cache, use_cache=True,
-                            logits_to_keep=t.keep).logits
+        with trailing_masks(self.model, layout.mask_columns):  # masks always trail: the adapters slice, no search
+            logits = self.model(input_ids=t.plane(0, layout.length), attention_mask=mask,
+                                position_ids=t.plane(2, layout.length), cache=self.cache, use_cache=True,
+                                logits_to_keep=t.keep).logits
         seconds = clock() - start if clock else 0.0
         if mask_columns:
             self.cache.crop(-mask_columns)  # mask KV entries are never kept (METHOD.md step 4)

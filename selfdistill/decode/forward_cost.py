@@ -13,6 +13,7 @@ import statistics
 
 import torch
 
+from selfdistill.op_count import count_ops
 from selfdistill.timing import clock
 
 #: The widths (new tokens per row) a bare forward is timed at.
@@ -128,3 +129,35 @@ def add_ratios(row: dict, best: dict[str, dict], *, baseline: bool) -> dict:
         row["forward_seconds"] / row["model_calls"] / (k1["forward_seconds"] / k1["model_calls"]))
     out["speedup_per_tpf"] = out["ratio_to_generate"] / row["tokens_per_forward_pooled"]
     return out
+
+
+def pass_ops(model, prompt: list[int], unit, *, budgets: tuple[int, int] = (8, 40), pad_token_id: int = 0) -> dict:
+    """Top-level ``aten::`` ops per model call while ``unit`` decodes ``prompt`` alone (batch 1): hardware-independent,
+    deterministic, and on a GPU one kernel launch each (:mod:`selfdistill.op_count`).
+
+    The prompt is decoded to two token budgets and the difference is taken, so the prefill and the set-up cancel
+    out: ``(ops(high) - ops(low)) / (calls(high) - calls(low))``, where a call is a model forward (for the
+    ``generate`` baselines: a new token, one step each). Returns ``ops_per_pass`` (all) and ``compute_ops_per_pass``
+    (views and metadata left out).
+    """
+    from selfdistill.decode.engine import generate_many
+
+    counts = []
+    for budget in budgets:
+        result = {}
+
+        def run():
+            result["out"] = generate_many(model, [prompt], unit, batch_size=1, max_new_tokens=budget,
+                                          pad_token_id=pad_token_id, eos_token_id=[])
+        ops = count_ops(run)
+        out = result["out"]
+        counts.append((ops, len(out.sequences[0]) if unit.baseline else out.model_calls))
+    (low, low_calls), (high, high_calls) = counts
+    calls = max(1, high_calls - low_calls)
+    return {"ops_per_pass": (high.all - low.all) / calls, "compute_ops_per_pass": (high.compute - low.compute) / calls}
+
+
+def ops_columns(ops: dict[str, dict], name: str) -> dict:
+    """Setting ``name``'s :func:`pass_ops` and its ops per pass over ``generate``'s per step (``ops_ratio_to_generate``,
+    the op-count twin of ``pass_cost_ratio``), from ``ops`` (every setting's, by name)."""
+    return ops[name] | {"ops_ratio_to_generate": ops[name]["ops_per_pass"] / ops[BASELINE]["ops_per_pass"]}

@@ -62,18 +62,52 @@ class GatedLoRAConfig:
             raise ValueError(f"gated LoRA dropout must be in [0, 1), got {self.dropout!r}")
 
 
+#: Projections that read one input (by name suffix, within one parent module): they share one gather of that
+#: input's mask rows and one stacked ``A`` matmul. Any other target is a group of its own. A model that feeds such
+#: projections different inputs still computes exactly: the shared result is keyed by the input tensor itself.
+SHARED_INPUTS = (("q_proj", "k_proj", "v_proj"), ("gate_proj", "up_proj"))
+
+
 class Gate(NamedTuple):
-    """The mask positions of the current forward: the input's ``[B, T]`` shape and the flat indices
-    ``long[n]`` (row-major, ``n >= 1``) of its mask tokens. Found once per forward (one ``nonzero``), so an adapted
-    layer gathers and scatters its rows with no boolean indexing (three ``nonzero`` syncs per layer)."""
+    """The mask positions of the current forward over an input of shape ``[B, T]``: either the last ``tail``
+    columns of every row (``rows`` is ``None``; decoding, where masks always trail, and the shared-prefix training
+    pass, where every column is a mask), or the flat indices ``long[n]`` (row-major, ``n >= 1``) of the mask
+    tokens (``tail`` 0; the packed training layout). A tail is a slice, not a gather."""
 
     shape: torch.Size
-    rows: torch.Tensor
+    rows: torch.Tensor | None
+    tail: int = 0
+
+    def take(self, x: torch.Tensor) -> torch.Tensor:
+        """The mask rows of ``x [B, T, d]``: ``[B, tail, d]`` (a view) or ``[n, d]``."""
+        if self.rows is None:
+            return x[:, x.shape[1] - self.tail:]
+        return x.reshape(-1, x.shape[-1]).index_select(0, self.rows)
+
+    def add(self, out: torch.Tensor, delta: torch.Tensor, *, alpha: float = 1.0) -> torch.Tensor:
+        """``out [B, T, o]`` plus ``alpha * delta`` at the mask rows (``delta`` shaped as :meth:`take`'s result)."""
+        if self.rows is None:
+            out[:, out.shape[1] - self.tail:].add_(delta, alpha=alpha)
+            return out
+        return out.reshape(-1, out.shape[-1]).index_add(0, self.rows, delta, alpha=alpha).view_as(out)
+
+    def add_product_(self, out: torch.Tensor, h: torch.Tensor, weight_t: torch.Tensor) -> torch.Tensor:
+        """In place, no autograd: ``out`` plus ``h @ weight_t`` at the mask rows (one fused op for a tail)."""
+        if self.rows is None:
+            tail = out[:, out.shape[1] - self.tail:]
+            if h.dtype == out.dtype:
+                tail.baddbmm_(h, weight_t.expand(h.shape[0], -1, -1))
+            else:  # float32 adapter math in a half-precision model (see SharedInput.frozen)
+                tail.add_(h @ weight_t)
+        else:
+            out.view(-1, out.shape[-1]).index_add_(0, self.rows, (h @ weight_t).to(out.dtype))
+        return out
 
 
 class GatedLoRAState(nn.Module):
-    """Per-model state: the trainable mask embedding, and the :class:`Gate` of the current forward (``None`` when
-    no input token is a mask)."""
+    """Per-model state: the trainable mask embedding; the :class:`Gate` of the current forward (``None`` when
+    no input token is a mask); ``declared_tail`` (see :func:`trailing_masks`); and ``shared``, the current forward's
+    low-rank activations of each input group (cleared as every forward starts and ends)."""
 
     def __init__(self, mask_row: torch.Tensor, *, mask_token_id: int, config: GatedLoRAConfig, base_vocab_size: int):
         super().__init__()
@@ -82,27 +116,108 @@ class GatedLoRAState(nn.Module):
         self.mask_token_id, self.config = int(mask_token_id), config
         self.gate: Gate | None = None
         self.enabled = True
+        self.declared_tail: int | None = None
+        self.shared: dict[int, tuple] = {}
 
     def embed_hook(self, module, args, output):
         """Forward hook of the input embedding: set the gate, put the mask embedding at gated positions."""
-        ids = args[0] if args else None
-        self.gate = None
-        if self.enabled and torch.is_tensor(ids):
-            rows = (ids == self.mask_token_id).reshape(-1).nonzero().squeeze(1)
-            self.gate = Gate(ids.shape, rows) if len(rows) else None
-        if self.gate is None:
+        self.gate = gate = self._find_gate(args[0] if args else None)
+        if gate is None:
             return output
-        rows = self.gate.rows
-        fill = self.mask_embedding.to(output.dtype).expand(len(rows), -1)
-        return output.reshape(-1, output.shape[-1]).index_copy(0, rows, fill).view_as(output)
+        if gate.rows is None:
+            output[:, output.shape[1] - gate.tail:] = self.mask_embedding
+            return output
+        fill = self.mask_embedding.to(output.dtype).expand(len(gate.rows), -1)
+        return output.reshape(-1, output.shape[-1]).index_copy(0, gate.rows, fill).view_as(output)
+
+    def _find_gate(self, ids) -> Gate | None:
+        if not self.enabled or not torch.is_tensor(ids):
+            return None
+        if self.declared_tail is not None:  # the caller's layout says where the masks are: no search, no sync
+            return Gate(ids.shape, None, self.declared_tail) if self.declared_tail else None
+        rows = (ids == self.mask_token_id).reshape(-1).nonzero().squeeze(1)
+        if not len(rows):
+            return None
+        return Gate(ids.shape, None, ids.shape[1]) if len(rows) == ids.numel() else Gate(ids.shape, rows)
 
     def reset_hook(self, module, args, kwargs):
         """Forward pre-hook of the model: no gate until the embedding has seen this forward's ids."""
         self.gate = None
+        self.shared.clear()
+
+    def done_hook(self, module, args, kwargs, output):
+        """Forward hook of the model: drop the shared activations (they would hold this forward's inputs)."""
+        self.shared.clear()
+
+
+@contextlib.contextmanager
+def trailing_masks(model, count: int):
+    """Within: each forward of ``model`` takes the last ``count`` input columns of every row as its mask positions
+    (``count`` 0: none), and does not search the ids for them (one ``nonzero`` and a host sync per forward less).
+    The caller vouches that exactly those columns hold the mask token, as the decoder's layout does. A no-op for
+    a model without gated LoRA."""
+    state = gated_state(model)
+    if state is None:
+        yield model
+        return
+    saved, state.declared_tail = state.declared_tail, int(count)
+    try:
+        yield model
+    finally:
+        state.declared_tail = saved
+
+
+class SharedInput:
+    """The gated projections of one module that read one input: one gather of its mask rows and one matmul by their
+    stacked ``A`` (``[G * r, in]``), cached per forward and keyed by the input tensor itself.
+
+    With grad (training) the stack is a ``cat`` of the members' ``lora_A`` (float32 masters) on every call. Without
+    grad (decoding) the stacked ``A`` and each member's ``scale * B^T`` are kept in the input's dtype and device
+    and rebuilt only when a weight changes (its version counter), so a pass pays no cast, transpose or scale."""
+
+    def __init__(self, state: GatedLoRAState, members: list[GatedLoRALinear]):
+        self._state, self.members = [state], members
+        self._frozen: tuple | None = None
+        for i, m in enumerate(members):
+            m._group, m._index = self, i
+            m._cols = slice(i * m.lora_A.shape[0], (i + 1) * m.lora_A.shape[0])
+
+    def low_rank(self, x: torch.Tensor, gate: Gate) -> tuple[torch.Tensor, list | None]:
+        """``(h, weights_t)``: ``h = take(x) @ A_stack^T`` (``[..., G * r]``), and without grad the members' cached
+        ``scale * B^T`` (else ``None``)."""
+        shared = self._state[0].shared
+        hit = shared.get(id(self))
+        if hit is not None and hit[0] is x:
+            return hit[1], hit[2]
+        head = self.members[0]
+        if torch.is_grad_enabled() or (head.dropout.p and head.training):
+            rows = head.dropout(gate.take(x))
+            a = torch.cat([m.lora_A for m in self.members]) if len(self.members) > 1 else head.lora_A
+            h, weights_t = nn.functional.linear(rows if rows.dtype == a.dtype else rows.to(a.dtype), a), None
+        else:
+            a, weights_t = self.frozen(x)
+            rows = gate.take(x)
+            h = nn.functional.linear(rows if rows.dtype == a.dtype else rows.to(a.dtype), a)
+        shared[id(self)] = (x, h, weights_t)
+        return h, weights_t
+
+    def frozen(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """The stacked ``A`` and the members' ``scale * B^T`` in :func:`adapter_compute_dtype` on ``x``'s device
+        (cached)."""
+        params = [p for m in self.members for p in (m.lora_A, m.lora_B)]
+        key = (x.dtype, x.device, tuple((p._version, p.data_ptr()) for p in params))
+        if self._frozen is None or self._frozen[0] != key:
+            dtype = adapter_compute_dtype(x)
+            with torch.no_grad():
+                a = torch.cat([m.lora_A for m in self.members]).to(dtype)
+                weights_t = [(m.lora_B.T * m.scale).to(dtype).contiguous() for m in self.members]
+            self._frozen = (key, a, weights_t)
+        return self._frozen[1], self._frozen[2]
 
 
 class GatedLoRALinear(nn.Module):
-    """``base(x)``, plus ``scale * B A dropout(x)`` at the rows the shared gate marks: ``[..., in] -> [..., out]``."""
+    """``base(x)``, plus ``scale * B A dropout(x)`` at the rows the shared gate marks: ``[..., in] -> [..., out]``.
+    ``A x`` comes from the projection's :class:`SharedInput` group (one matmul for q/k/v, one for gate/up)."""
 
     def __init__(self, base: nn.Linear, *, state: GatedLoRAState):
         super().__init__()
@@ -114,6 +229,7 @@ class GatedLoRALinear(nn.Module):
         nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))  # as LoRA: B = 0, so training starts at the base
         self.dropout = nn.Dropout(cfg.dropout)
         self._state = [state]  # a list, so the state is not registered twice as a submodule
+        SharedInput(state, [self])  # until apply_gated_lora groups it with its siblings
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.base(x)
@@ -122,9 +238,22 @@ class GatedLoRALinear(nn.Module):
             return out
         if gate.shape != x.shape[:-1]:
             raise RuntimeError(f"gated LoRA: gate {tuple(gate.shape)} does not match input {tuple(x.shape)}")
-        rows = self.dropout(x.reshape(-1, x.shape[-1]).index_select(0, gate.rows))
-        delta = (rows.to(self.lora_A.dtype) @ self.lora_A.T) @ self.lora_B.T * self.scale
-        return out.reshape(-1, out.shape[-1]).index_add(0, gate.rows, delta.to(out.dtype)).view_as(out)
+        h, weights_t = self._group.low_rank(x, gate)
+        h = h[..., self._cols]
+        if weights_t is None:  # autograd through A and B (float32 masters)
+            delta = nn.functional.linear(h, self.lora_B)
+            return gate.add(out, delta if delta.dtype == out.dtype else delta.to(out.dtype), alpha=self.scale)
+        return gate.add_product_(out, h, weights_t[self._index])
+
+
+def adapter_compute_dtype(x: torch.Tensor) -> torch.dtype:
+    """The dtype of the adapters' matmuls in decoding: the model's, except half precision on a CPU, where they run
+    in float32. The adapters' matmuls are tiny (``rows x in x r``) and torch's CPU bf16 kernels cost 2-3x the
+    float32 ones at that size (67 against 26 us for ``[4, 576] x [576, 96]`` on a 2-core AMD EPYC with
+    AVX512-BF16, torch 2.13; docs/training.md), while the base projections stay in the model's dtype."""
+    if x.device.type == "cpu" and x.dtype in (torch.bfloat16, torch.float16):
+        return torch.float32
+    return x.dtype
 
 
 def _master_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -153,12 +282,19 @@ def apply_gated_lora(model, config: GatedLoRAConfig, *, mask_token_id: int,
                if isinstance(m, nn.Linear) and name.rsplit(".", 1)[-1] in config.targets]
     if not targets:
         raise ValueError(f"no linear layer of {type(model).__name__} is named one of {config.targets}")
+    siblings: dict[str, dict[str, GatedLoRALinear]] = {}
     for name, module in targets:
         parent_name, _, child = name.rpartition(".")
-        setattr(model.get_submodule(parent_name), child, GatedLoRALinear(module, state=state))
+        siblings.setdefault(parent_name, {})[child] = wrapped = GatedLoRALinear(module, state=state)
+        setattr(model.get_submodule(parent_name), child, wrapped)
+    for children in siblings.values():
+        for names in SHARED_INPUTS:
+            if len(members := [children[n] for n in names if n in children]) > 1:
+                SharedInput(state, members)
     model.add_module(STATE_ATTR, state)
     embed.register_forward_hook(state.embed_hook)
     model.register_forward_pre_hook(state.reset_hook, with_kwargs=True)
+    model.register_forward_hook(state.done_hook, with_kwargs=True)
     return state
 
 
@@ -286,6 +422,49 @@ def attach_saved_adapter(model, directory: str | os.PathLike) -> GatedLoRAState:
                              base_vocab_size=meta["base_vocab_size"])
     load_adapter_tensors(model, weights)
     return state
+
+
+def warm_start(model, directory: str | os.PathLike) -> dict:
+    """Continue training from a saved adapter: copy its tensors and mask-token rows into ``model``, which already
+    carries gated LoRA of the same shape (rank, alpha, targets) and the same mask token and vocabulary. Returns the
+    adapter's config. Anything that differs is refused, naming it, before a tensor is copied."""
+    from safetensors.torch import load_file
+
+    meta = check_warm_start(model, directory)
+    weights = load_file(str(Path(directory) / WEIGHTS_FILE))
+    rows = pop_new_rows(weights)
+    base_vocab = meta["base_vocab_size"]
+    with torch.no_grad():
+        for key, matrix in ((NEW_ROWS_KEY, model.get_input_embeddings().weight),
+                            (NEW_OUTPUT_ROWS_KEY, _untied_output(model))):
+            if (key in rows) != (matrix is not None):
+                raise ValueError(f"{directory}: adapter and model disagree on tied embeddings ({key})")
+            if matrix is not None:
+                matrix[base_vocab:] = rows[key].to(matrix.dtype)
+    load_adapter_tensors(model, weights)
+    return meta
+
+
+def check_warm_start(model, directory: str | os.PathLike) -> dict:
+    """The adapter folder's config, refused (``ValueError`` naming every difference) unless ``model``'s gated LoRA
+    and vocabulary are what the adapter was trained as."""
+    meta = read_adapter_config(directory)
+    state = gated_state(model)
+    if state is None:
+        raise ValueError("init_adapter needs a model with gated LoRA (adapter: gated_lora)")
+    mine = {"rank": state.config.rank, "alpha": state.config.alpha, "targets": list(state.config.targets),
+            "mask_token_id": state.mask_token_id, "base_vocab_size": state.base_vocab_size,
+            "vocab_size": int(model.get_input_embeddings().weight.shape[0])}
+    differ = config_differences(meta, mine)
+    if differ:
+        raise ValueError(f"init_adapter {directory}: the adapter differs from this run's model (adapter's, run's): "
+                         f"{differ}")
+    return meta
+
+
+def config_differences(meta: dict, expected: dict) -> dict:
+    """``{key: (adapter's, expected)}`` for every key of ``expected`` where an adapter config ``meta`` differs."""
+    return {k: (meta.get(k), v) for k, v in expected.items() if meta.get(k) != v}
 
 
 def load_adapter_tensors(model, weights: dict[str, torch.Tensor]) -> None:

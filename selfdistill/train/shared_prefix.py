@@ -23,7 +23,7 @@ from __future__ import annotations
 import torch
 
 from selfdistill.models.attention import dense_mask_for
-from selfdistill.models.gated_lora import BaseModelView, adapters_disabled, gated_state
+from selfdistill.models.gated_lora import BaseModelView, adapters_disabled, gated_state, trailing_masks
 from selfdistill.train.layout import Layout
 
 
@@ -79,9 +79,10 @@ class SharedPrefix:
         b, r, k = self.batch, self.layout.num_regions, self.layout.k
         if k == 1:
             return self.first_logits[:, :, None]
-        try:
-            out = model(input_ids=mask_slot_ids, attention_mask=self.mask, position_ids=self.positions,
-                        cache=self.cache, use_cache=True)
+        try:  # every input is a mask slot for the student (the teacher's forced pass runs with adapters off)
+            with trailing_masks(getattr(model, "module", model), mask_slot_ids.shape[1]):
+                out = model(input_ids=mask_slot_ids, attention_mask=self.mask, position_ids=self.positions,
+                            cache=self.cache, use_cache=True)
         finally:
             self.cache.crop(self.real_len - self.cache.get_seq_length())  # drop the mask K/V: back to the real stream
         rest = out.logits.reshape(b, r, k - 1, -1)

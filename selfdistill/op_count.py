@@ -1,0 +1,62 @@
+"""Operation counts of a forward or a decoding pass: hardware-independent and deterministic.
+
+At a small model and batch each operation's dispatch costs more than its arithmetic, on a CPU as on a GPU (where
+every op is a kernel launch), so the number of operations a pass runs is the best CPU-side proxy for its cost on
+small-model GPU decoding. :func:`count_ops` runs a callable under ``torch.profiler`` and counts the *top-level*
+``aten::`` operations (those not called from inside another ``aten::`` op), all of them and the compute ones:
+:data:`VIEW_OPS` (views and metadata: no kernel, no copy) left out.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from typing import NamedTuple
+
+#: Top-level ops that only make a view or read metadata: no kernel on any device.
+VIEW_OPS = frozenset(f"aten::{name}" for name in (
+    "view", "reshape", "slice", "t", "transpose", "expand", "expand_as", "unsqueeze", "squeeze", "select",
+    "as_strided", "permute", "view_as", "_unsafe_view", "alias", "detach", "lift_fresh", "split", "chunk",
+    "unflatten", "flatten", "unbind", "narrow", "numpy_T", "split_with_sizes", "size", "stride", "dim",
+    "is_nonzero", "result_type", "_reshape_alias", "empty_like", "empty", "empty_strided", "resolve_conj",
+    "resolve_neg", "_has_compatible_shallow_copy_type", "is_same_size"))
+
+
+class OpCount(NamedTuple):
+    """Top-level ``aten::`` ops: ``all`` of them, ``compute`` (no view/metadata op), and ``by_name``."""
+
+    all: int
+    compute: int
+    by_name: Counter
+
+
+def count_ops(fn: Callable[[], object]) -> OpCount:
+    """Run ``fn()`` once under the CPU profiler and count its top-level ``aten::`` ops (see the module docstring)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        fn()
+    names = Counter(e.name for e in prof.events() if e.name.startswith("aten::") and not _inside_aten(e))
+    compute = sum(n for name, n in names.items() if name not in VIEW_OPS)
+    return OpCount(sum(names.values()), compute, names)
+
+
+def _inside_aten(event) -> bool:
+    parent = event.cpu_parent
+    while parent is not None:
+        if parent.name.startswith("aten::"):
+            return True
+        parent = parent.cpu_parent
+    return False
+
+
+def ops_per_call(fn: Callable[[int], object], *, low: int, high: int) -> float:
+    """Ops per unit of ``fn(n)`` between ``n = low`` and ``n = high`` (e.g. ``generate``'s ops per new token, with
+    the prefill and set-up cancelled out): ``(count(high) - count(low)) / (high - low)``, counting all ops."""
+    return (count_ops(lambda: fn(high)).all - count_ops(lambda: fn(low)).all) / (high - low)
+
+
+def compute_per_call(fn: Callable[[int], object], *, low: int, high: int) -> float:
+    """As :func:`ops_per_call`, for compute ops."""
+    return (count_ops(lambda: fn(high)).compute - count_ops(lambda: fn(low)).compute) / (high - low)
+
