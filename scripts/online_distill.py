@@ -22,19 +22,19 @@ The resolved configuration is written to ``<output_dir>/distill_config.yaml``; m
 ``<output_dir>/metrics.jsonl`` (and to wandb, offline unless ``WANDB_MODE`` says otherwise, when
 ``report_to: wandb``). The final checkpoint in ``output_dir`` loads with ``AutoModelForCausalLM``. At the end,
 ``<output_dir>/run_record.json`` holds the command, the commit the run started from, hardware, versions, wall
-time, steps and the first and last logged metrics.
+time, steps, tokens consumed and the first and last logged metrics, and for a warm start (``init_adapter``) the
+lineage of runs behind the adapter with their totals (``selfdistill/train/run_record.py``).
 """
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from pathlib import Path
 
-from selfdistill.train.run_dir import RUN_RECORD
 from selfdistill.train.config import DistillConfig
 from selfdistill.train.run import run_distillation
+from selfdistill.train.run_record import write_run_record
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "tiny.yaml"
 
@@ -46,21 +46,6 @@ def parse_config(argv: list[str] | None = None) -> DistillConfig:
 
     return parse(DistillConfig, argv, default_config=DEFAULT_CONFIG, prog="online_distill.py",
                  description=__doc__.split("\n\n")[0])
-
-
-def write_run_record(cfg: DistillConfig, trainer, record: dict, wall_time_s: float) -> Path:
-    """``record`` (provenance taken when the run started) plus wall time, steps and the first and last logged
-    metrics, written atomically to ``<output_dir>/run_record.json`` by the main process."""
-    path = Path(cfg.output_dir) / RUN_RECORD
-    if trainer.is_world_process_zero():
-        logged = [h for h in trainer.state.log_history if "loss" in h]
-        record = record | {"wall_time_s": round(wall_time_s, 1), "steps": trainer.state.global_step,
-                           "first_logged": logged[0] if logged else None,
-                           "last_logged": logged[-1] if logged else None}
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(record, indent=1))
-        os.replace(tmp, path)
-    return path
 
 
 def main(cfg: DistillConfig):

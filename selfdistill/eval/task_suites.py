@@ -10,12 +10,15 @@ Suites (:data:`SUITES`):
 - ``bbh_learnt``: the real BIG-Bench-Hard test items of the subtasks the synthetic world teaches
   (:data:`selfdistill.data.synthetic.LEARNT_BBH_SUBTASKS`).
 - ``bbh``: real BBH, all 27 subtasks or the ones named in ``subtasks``.
-- ``gsm8k``: the GSM8K test split.
+- ``gsm8k``: the GSM8K test split (reported, never tuned on).
+- ``gsm8k_dev``: the dev split, GSM8K *train* questions no training run sees
+  (:data:`selfdistill.data.benchmarks.gsm8k.DEV_FRACTION`): where recipes and adapters are chosen.
 - ``metamathqa``: the validation side of MetaMathQA's split grouped by seed question
   (:func:`selfdistill.data.split.grouped_split`), from a local file or a hub id.
 
 ``limit`` caps the rows *per subtask* for the suites made of subtasks (``synthetic``, ``bbh_learnt``, ``bbh``;
-each BBH subtask is its own task in lm-eval too) and the rows *in total* for ``gsm8k`` and ``metamathqa``.
+each BBH subtask is its own task in lm-eval too) and the rows *in total* for ``gsm8k``, ``gsm8k_dev`` and
+``metamathqa``.
 Subsampling is a seeded random choice (same ``seed`` -> same rows, whatever the machine) and keeps the
 source order of the chosen rows.
 """
@@ -25,7 +28,7 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 
-SUITES = ("synthetic", "bbh_learnt", "bbh", "gsm8k", "metamathqa")
+SUITES = ("synthetic", "bbh_learnt", "bbh", "gsm8k", "gsm8k_dev", "metamathqa")
 #: Rows per synthetic subtask in the canonical synthetic test split (data seed 0); ``limit`` subsamples it.
 SYNTHETIC_TEST_SIZE = 250
 #: Fraction of MetaMathQA seed questions held out as validation (the trainer's default split).
@@ -89,6 +92,10 @@ def suite_rows(name: str, *, limit: int | None = None, seed: int = 0, path: str 
         from selfdistill.data.benchmarks import load_gsm8k
 
         rows = list(load_gsm8k(path, split="test"))
+    elif name == "gsm8k_dev":
+        from selfdistill.data.benchmarks.gsm8k import load_gsm8k_dev
+
+        rows = list(load_gsm8k_dev(path))
     else:
         from selfdistill.data.benchmarks import load_metamathqa
         from selfdistill.data.split import grouped_split

@@ -69,6 +69,10 @@ class DistillConfig(TrainingArguments):
     lora_targets: list[str] = field(default_factory=lambda: list(DEFAULT_TARGETS), metadata={
         "help": "Linear layers to adapt, by module name."})
     lora_dropout: float = field(default=0.0, metadata={"help": "Dropout on the adapters' input."})
+    init_adapter: str | None = field(default=None, metadata={
+        "help": "Gated LoRA: continue from this adapter (an alias such as smollm2-135m-mtp, or an adapter folder) "
+                "with a fresh optimizer and schedule (warmup_steps); its rank, alpha, targets and mask token must be "
+                "this run's. The run record chains the adapter's lineage."})
     gated_shared_prefix: bool = field(default=True, metadata={
         "help": "Gated LoRA: run the real tokens once (no grad) and the student's and teacher's mask slots over their "
                 "cached K/V (train/shared_prefix.py): the same loss and gradients up to rounding, about half the "
@@ -118,6 +122,9 @@ class DistillConfig(TrainingArguments):
                 raise ValueError("adapter gated_lora trains only what mask tokens compute: every real position is the "
                                  "frozen base model, so k_min must be >= 2 (k=1 feeds no mask) and ntp_weight 0 (got "
                                  f"k_min={self.k_min}, ntp_weight={self.ntp_weight})")
+        if self.init_adapter is not None and self.adapter != "gated_lora":
+            raise ValueError(f"init_adapter continues a gated LoRA adapter; set adapter: gated_lora (got adapter="
+                             f"{self.adapter!r})")
         if self.logging_nan_inf_filter:
             raise ValueError("logging_nan_inf_filter must be False: a non-finite loss stops the run instead of being "
                              "hidden in the logged average")

@@ -155,8 +155,17 @@ def load_rows(spec: str, *, split: str = "train", seed: int = 0, validation_frac
     if name == "gsm8k":
         from selfdistill.data.benchmarks import load_gsm8k
 
-        # GSM8K's train split trains; its test split is the benchmark, so validation comes from train's tail.
-        return _group_split(load_gsm8k(arg or None, split="train"), split, validation_fraction, seed)
+        from selfdistill.data.benchmarks.gsm8k import dev_split
+
+        # GSM8K's train split trains; its test split is the benchmark, so validation comes from train's tail. The
+        # dev questions (benchmarks.gsm8k.DEV_FRACTION: the held-out side at seed 0, fraction 0.01) never train.
+        train = load_gsm8k(arg or None, split="train")
+        rows = _group_split(train, split, validation_fraction, seed)
+        if split == "train":
+            dev = set(dev_split(train)["validation"]["group"])
+            groups = rows.select_columns(["group"]).to_dict()["group"]
+            rows = rows.select([i for i, g in enumerate(groups) if g not in dev])
+        return rows
     if os.path.exists(os.path.expanduser(spec)):
         return _group_split(_load_local(os.path.expanduser(spec)), split, validation_fraction, seed)
     if spec.endswith(LOCAL_SUFFIXES) or os.sep in spec or spec.startswith((".", "~")):

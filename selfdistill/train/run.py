@@ -61,7 +61,30 @@ def prepare_student(cfg: DistillConfig, model, tokenizer):
         from selfdistill.models.gated_lora import apply_gated_lora
 
         apply_gated_lora(model, cfg.gated_lora_config(), mask_token_id=mask_id, base_vocab_size=base_vocab)
+        if cfg.init_adapter:
+            from selfdistill.models.gated_lora import warm_start
+            from selfdistill.models.loader import resolve_model_path
+
+            warm_start(model, resolve_model_path(cfg.init_adapter))
     return model, tokenizer
+
+
+def check_init_adapter(cfg: DistillConfig) -> None:
+    """``init_adapter`` names a gated-LoRA adapter folder of this run's rank, alpha and targets: checked before any
+    model loads (the mask token and vocabulary are checked again once the student is built)."""
+    from selfdistill.models.gated_lora import CONFIG_FILE, config_differences, read_adapter_config
+    from selfdistill.models.loader import resolve_model_path
+
+    folder = resolve_model_path(cfg.init_adapter)
+    if not os.path.isfile(os.path.join(folder, CONFIG_FILE)):
+        raise FileNotFoundError(f"init_adapter {cfg.init_adapter!r}: {folder} holds no {CONFIG_FILE}; it is not a "
+                                "gated LoRA adapter folder")
+    meta = read_adapter_config(folder)
+    want = cfg.gated_lora_config()
+    differ = config_differences(meta, {"rank": want.rank, "alpha": want.alpha, "targets": list(want.targets)})
+    if differ:
+        raise ValueError(f"init_adapter {cfg.init_adapter!r} has another shape than this run's gated LoRA "
+                         f"(adapter's, run's): {differ}")
 
 
 def load_splits(cfg: DistillConfig) -> dict:
@@ -116,6 +139,8 @@ def run_distillation(cfg: DistillConfig, *, model=None, tokenizer=None, train_da
         from selfdistill.models.loader import resolve_model_path
 
         resolve_model_path(cfg.model_name_or_path)  # a missing checkpoint fails now, before the data is read
+    if cfg.init_adapter:
+        check_init_adapter(cfg)
     rows = load_splits(cfg) if train_dataset is None else None  # before the model: bad data fails in seconds
     with _whole_weights_unless_zero3_init(cfg):  # the teacher is a deep copy of the whole student
         if model is None:

@@ -75,4 +75,16 @@ def test_bad_requests_raise_clearly(name, kwargs, match):
 
 
 def test_every_suite_is_named():
-    assert set(SUITES) == {"synthetic", "bbh_learnt", "bbh", "gsm8k", "metamathqa"}
+    assert set(SUITES) == {"synthetic", "bbh_learnt", "bbh", "gsm8k", "gsm8k_dev", "metamathqa"}
+
+
+def test_the_gsm8k_dev_suite_is_held_out_train_questions_no_training_run_sees():
+    from selfdistill.train.data import load_rows
+
+    dev = suite_rows("gsm8k_dev")
+    assert len(dev) == 75 and all(r["id"].startswith("gsm8k/train/") for r in dev)
+    groups = {r["group"] for r in dev}
+    for seed, fraction in ((0, 0.01), (1, 0.05)):  # the trainer's default split, and another one
+        train = load_rows("gsm8k", split="train", seed=seed, validation_fraction=fraction)
+        assert not groups & set(train["group"])
+    assert len(load_rows("gsm8k", split="train")) == 7473 - 75  # at the defaults nothing else is dropped

@@ -103,3 +103,50 @@ def test_bad_adapter_settings_fail_fast():
     for over in (dict(k_min=1), dict(k_min=2, ntp_weight=1.0)):
         with pytest.raises(ValueError, match="k_min must be >= 2 .* and ntp_weight 0"):
             _cfg("/tmp/unused", adapter="gated_lora", **over)
+
+
+def test_init_adapter_warm_starts_from_a_saved_adapter_and_the_record_chains_its_lineage(tokenizer, tmp_path):
+    from selfdistill.train.run import check_init_adapter, prepare_student
+    from selfdistill.train.run_record import write_run_record
+
+    parent, _ = _train(tokenizer, tmp_path / "parent", max_steps=3)
+    parent_dir = tmp_path / "parent"
+    (parent_dir / "run_record.json").write_text(json.dumps({
+        "commit": "abc", "steps": 3, "raw_tokens": 1000, "loss_items": 90, "wall_time_s": 2.0,
+        "lineage": [{"commit": "old", "steps": 5, "raw_tokens": 50, "loss_items": 7, "wall_time_s": 1.0}]}))
+    # the student of a warm-started run starts at the parent's adapter and mask-token rows, exactly
+    cfg = _cfg(tmp_path / "child", adapter="gated_lora", lora_rank=4, lora_alpha=8.0, k_min=2,
+               init_adapter=str(parent_dir))
+    check_init_adapter(cfg)
+    child, _ = prepare_student(cfg, _model(tokenizer), copy.deepcopy(tokenizer))
+    want = gl.adapter_tensors(parent.model)
+    got = gl.adapter_tensors(child)
+    assert want.keys() == got.keys() and all(torch.equal(got[k], want[k]) for k in want)
+    base_vocab = gl.gated_state(child).base_vocab_size
+    assert torch.equal(child.get_input_embeddings().weight[base_vocab:],
+                       parent.model.get_input_embeddings().weight[base_vocab:])
+    # training continues from there, and the run record chains the parents with totals
+    trainer, _ = _train(tokenizer, tmp_path / "child", max_steps=2, init_adapter=str(parent_dir))
+    path = write_run_record(trainer.args, trainer, {"commit": "new"}, 1.5)
+    record = json.loads(path.read_text())
+    assert [r["commit"] for r in record["lineage"]] == ["abc", "old"]
+    assert record["steps"] == 2 and record["total"]["steps"] == 2 + 3 + 5
+    assert record["total"]["loss_items"] == record["loss_items"] + 90 + 7 and record["loss_items"] > 0
+    assert record["raw_tokens"] == 2 * 2 * trainer.args.window_tokens  # steps x batch x window
+
+
+def test_init_adapter_of_another_shape_or_without_gated_lora_is_refused_before_loading(tokenizer, tmp_path):
+    from selfdistill.train.run import check_init_adapter
+
+    _train(tokenizer, tmp_path / "parent", max_steps=1)
+    cfg = _cfg(tmp_path / "child", adapter="gated_lora", lora_rank=8, lora_alpha=8.0, k_min=2,
+               init_adapter=str(tmp_path / "parent"))
+    with pytest.raises(ValueError, match=r"another shape .*'rank': \(4, 8\)"):
+        check_init_adapter(cfg)
+    with pytest.raises(ValueError, match="init_adapter continues a gated LoRA adapter"):
+        _cfg(tmp_path / "x", init_adapter=str(tmp_path / "parent"))
+    full = tmp_path / "full_checkpoint"
+    _model(tokenizer).save_pretrained(full)  # a model checkpoint, not an adapter
+    cfg = _cfg(tmp_path / "child", adapter="gated_lora", lora_rank=4, lora_alpha=8.0, k_min=2, init_adapter=str(full))
+    with pytest.raises(FileNotFoundError, match="not a gated LoRA adapter folder"):
+        check_init_adapter(cfg)

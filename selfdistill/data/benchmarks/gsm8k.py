@@ -22,6 +22,11 @@ from selfdistill.data.benchmarks.source import check_columns, is_local, load_hub
 from selfdistill.paths import default_gsm8k_dir
 
 HUB_NAME = "openai/gsm8k"
+#: The dev split, for every recipe and adapter choice (the test split is reported, never tuned on): the GSM8K
+#: *train* questions held out by the trainer's own grouped split at its defaults (validation_fraction 0.01, seed 0),
+#: 75 questions. No adapter of the shipped lineage trained on them, and a ``gsm8k`` training run never does, at any
+#: seed or fraction (:func:`selfdistill.train.data.load_rows` drops them from its train side).
+DEV_FRACTION, DEV_SEED = 0.01, 0
 HUB_CONFIG = "main"
 SPLITS = ("train", "test")
 _ANNOTATION = re.compile(r"<<[^<>]*>>")
@@ -66,3 +71,16 @@ def load_gsm8k(path: str | os.PathLike | None = None, *, split: str = "test",
     rows = [normalize_gsm8k_record(dict(r), split=split, index=i, calculator_annotations=calculator_annotations)
             for i, r in enumerate(records)]
     return to_dataset(rows)
+
+
+def dev_split(train: datasets.Dataset) -> datasets.DatasetDict:
+    """``{"train", "validation"}`` of GSM8K's train split (normalised rows) at the dev split's fraction and seed:
+    ``validation`` is the dev set."""
+    from selfdistill.data.split import grouped_split
+
+    return grouped_split(train, validation_fraction=DEV_FRACTION, seed=DEV_SEED)
+
+
+def load_gsm8k_dev(path: str | os.PathLike | None = None) -> datasets.Dataset:
+    """The dev questions (:data:`DEV_FRACTION`), normalised; their ids are ``gsm8k/train/{i}``."""
+    return dev_split(load_gsm8k(path, split="train"))["validation"]
