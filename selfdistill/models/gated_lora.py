@@ -86,6 +86,8 @@ class Gate(NamedTuple):
 
     def add(self, out: torch.Tensor, delta: torch.Tensor, *, alpha: float = 1.0) -> torch.Tensor:
         """``out [B, T, o]`` plus ``alpha * delta`` at the mask rows (``delta`` shaped as :meth:`take`'s result)."""
+        if self.rows is None and self.tail == out.shape[1]:  # every column a mask: no view for autograd to track
+            return out.add(delta, alpha=alpha)
         if self.rows is None:
             out[:, out.shape[1] - self.tail:].add_(delta, alpha=alpha)
             return out
