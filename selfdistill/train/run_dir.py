@@ -1,7 +1,11 @@
 """A run's output folder: one run per folder, a resume that continues it exactly, and a record of what ran.
 
 - A used (non-empty) ``output_dir`` is refused unless the run resumes or ``overwrite_output_dir`` is set; an
-  overwrite first deletes the old run's checkpoints and its ``metrics.jsonl``/``run_record.json``/config.
+  overwrite first deletes the old run's checkpoints and its ``metrics.jsonl``/``run_record.json``/config. A folder
+  holding only ``distill_config.yaml`` (a run that failed before its first log or checkpoint) is not used: its
+  re-run takes it over.
+- A checkpoint resumes into its own run's folder, or into an empty one: another run's checkpoint resumed into a
+  used folder is refused (it would cut that folder's metrics back and replace its checkpoints and model).
 - ``resume_from_checkpoint``: a checkpoint folder, or ``true`` for the newest *complete* one in ``output_dir``
   (as ``transformers.Trainer``; a folder without ``trainer_state.json`` was cut off while being written).
 - A resumed run must have the checkpoint's settings except :data:`RESUME_MAY_CHANGE`; otherwise it is refused with
@@ -128,6 +132,23 @@ def remove_stale_saves(output_dir: str) -> list[Path]:
     return stale
 
 
+def unstarted(output_dir: str) -> bool:
+    """A folder that holds nothing but a run's ``distill_config.yaml``: a run that stopped before its first
+    checkpoint or log (a bad dataset, a load error), which its re-run may take over."""
+    return {p.name for p in Path(output_dir).iterdir()} == {RESOLVED_CONFIG}
+
+
+def check_resume_target(checkpoint: str, output_dir: str) -> None:
+    """A checkpoint resumes into its own run's folder, or into an empty (or unstarted) one: resuming another run's
+    checkpoint into a used folder would cut that folder's metrics back, delete its checkpoints and overwrite its
+    model and record."""
+    own = Path(checkpoint).resolve().parent == Path(output_dir).resolve()
+    if not own and os.path.isdir(output_dir) and os.listdir(output_dir) and not unstarted(output_dir):
+        raise FileExistsError(f"resume_from_checkpoint {checkpoint} belongs to the run in "
+                              f"{Path(checkpoint).parent}, and output_dir {output_dir} holds another run: resume "
+                              "into the checkpoint's own folder, or into an empty output_dir")
+
+
 def clear_previous_run(output_dir: str) -> None:
     """``overwrite_output_dir``: delete an earlier run's checkpoints, metrics, record and config."""
     root = Path(output_dir)
@@ -145,6 +166,7 @@ def prepare_output_dir(cfg) -> None:
     if cfg.process_index != 0:  # the main process checks and tidies; torchrun stops the others if it fails
         return
     if resume is not None:
+        check_resume_target(resume, cfg.output_dir)
         changed = changed_settings(cfg, resume)
         if changed:
             raise ResumeMismatchError(f"resuming {resume} with changed settings (checkpoint's, requested): {changed}. "
@@ -152,7 +174,7 @@ def prepare_output_dir(cfg) -> None:
                                       "output_dir for the rest")
         remove_stale_saves(cfg.output_dir)
         truncate_metrics(cfg.output_dir, checkpoint_step(resume))
-    elif os.path.isdir(cfg.output_dir) and os.listdir(cfg.output_dir):
+    elif os.path.isdir(cfg.output_dir) and os.listdir(cfg.output_dir) and not unstarted(cfg.output_dir):
         if not cfg.overwrite_output_dir:
             raise FileExistsError(f"output_dir {cfg.output_dir} is not empty: it holds another run. Resume it "
                                   "(--resume_from_checkpoint true), pick another output_dir, or pass "

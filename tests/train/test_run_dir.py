@@ -85,3 +85,31 @@ def test_differences_names_each_changed_key_with_both_values():
     assert differences({"a": 1, "b": 2, "c": 3}, {"a": 1, "b": 5, "d": 4}) == {
         "b": (2, 5), "c": (3, None), "d": (None, 4)}
     assert differences({"a": [1]}, {"a": [1]}) == {}
+
+
+def test_another_runs_checkpoint_is_refused_into_a_used_folder_and_its_run_is_left_whole(tokenizer, tmp_path):
+    _train(tokenizer, tmp_path / "victim", max_steps=6)
+    _train(tokenizer, tmp_path / "other", max_steps=3)
+    before = sorted(p.name for p in (tmp_path / "victim").iterdir()), _metric_steps(tmp_path / "victim")
+    with pytest.raises(FileExistsError, match="belongs to the run in .*other.* holds another run"):
+        _train(tokenizer, tmp_path / "victim", max_steps=4, resume_from_checkpoint=str(tmp_path / "other" /
+                                                                                      "checkpoint-3"))
+    assert (sorted(p.name for p in (tmp_path / "victim").iterdir()), _metric_steps(tmp_path / "victim")) == before
+    # into an empty folder it continues that run
+    trainer = _train(tokenizer, tmp_path / "fresh", max_steps=4, resume_from_checkpoint=str(tmp_path / "other" /
+                                                                                           "checkpoint-3"))
+    assert trainer.state.global_step == 4
+
+
+def test_a_run_that_failed_before_starting_does_not_block_its_re_run(tokenizer, tmp_path):
+    from test_distill_trainer import _cfg
+
+    from selfdistill.train.run import run_distillation
+
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    with pytest.raises(ValueError):
+        run_distillation(_cfg(tmp_path / "run", dataset=str(empty)))
+    assert [p.name for p in (tmp_path / "run").iterdir()] == [RESOLVED_CONFIG]  # unstarted
+    trainer = _train(tokenizer, tmp_path / "run", max_steps=2)
+    assert trainer.state.global_step == 2
