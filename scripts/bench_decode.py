@@ -231,7 +231,9 @@ def bench_one(model, prompts, name, unit, batch_size, max_new_tokens, pad_id, de
     seconds = clock(device) - start
     timing = out.timings
     nan = float("nan")
+    precision = out.precision()
     return {"strategy": name, "batch_size": batch_size, "prompts": len(prompts)} | out.speed(seconds=seconds) | {
+        "draft_precision": precision["draft_precision"], "draft_checked": precision["draft_checked"],
         # overhead: the decoder's wall time outside model forwards (bookkeeping, cache ops, acceptance)
         "overhead_share": (timing["total_s"] - timing["forward_s"]) / timing["total_s"] if timing else nan,
         "forward_seconds": timing.get("forward_s", nan),
@@ -305,6 +307,7 @@ def describe(row: dict) -> str:
             f"overhead={row['overhead_share']:.0%}  "
             f"forward-only x{row['forward_only_ratio']:.2f} vs k=1  "
             f"pass cost x{row['pass_cost_ratio']:.2f} (ops x{row['ops_ratio_to_generate']:.2f})  "
+            f"draft precision {row['draft_precision']:.2f} (n={row['draft_checked']})  "
             f"speedup/tpf {row['speedup_per_tpf']:.2f}")
 
 

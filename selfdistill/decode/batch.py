@@ -93,6 +93,10 @@ class SlotBatch:
         seconds = clock() - start if clock else 0.0
         if mask_columns:
             self.cache.crop(-mask_columns)  # mask KV entries are never kept (METHOD.md step 4)
+        if t.checks:  # draft precision: the model's own greedy token after each re-fed mask token's predecessor
+            greedy = logits.argmax(dim=-1).tolist()
+            for row, where, cols in zip(self.rows, greedy, t.checks):
+                row.record_checks([where[t.where[c]] for c in cols])
         if t.gather:
             sel = t.plane(3, t.n_sel)
             logits = logits.gather(1, sel[:, :, None].expand(-1, -1, logits.shape[-1]))
@@ -116,11 +120,14 @@ class _PassTensors:
     """A layout's lists, shipped to the device as one ``long`` tensor of planes (one transfer per pass):
     0 ids, 1 slot mask, 2 positions, 3 prediction columns among the kept logits, 4 ``[m, reach, drafts...]``,
     5 anchors (grouped layouts), last: the columns whose logits are kept. ``keep`` is the model's
-    ``logits_to_keep`` (those columns); ``gather`` whether rows need their own columns of the kept logits."""
+    ``logits_to_keep`` (those columns); ``gather`` whether rows need their own columns of the kept logits; ``checks``
+    per row the columns whose argmax checks a re-fed mask token (:meth:`RowState.check_columns`), or ``None``."""
 
     def __init__(self, layout: Layout, rows: list[RowState], device):
-        needed = sorted({c for row in layout.sel for c in row})
-        where = {c: i for i, c in enumerate(needed)}
+        checks = [r.check_columns() for r in rows]
+        self.checks = checks if any(checks) else None
+        needed = sorted({c for row in layout.sel for c in row} | {c for cols in checks for c in cols})
+        self.where = where = {c: i for i, c in enumerate(needed)}
         sel = [[where[c] for c in row] for row in layout.sel]
         self.n_sel = len(sel[0])
         self.gather = any(r != sel[0] for r in sel) or sel[0] != list(range(len(needed)))

@@ -18,6 +18,9 @@ class Completion:
     tokens_per_pass: list[int]
     finish_reason: str
     text: str | None = None
+    #: ``[checked, agreed]`` per slot depth (index 0 = slot 2): emitted mask tokens that a later pass checked
+    #: against the model's own greedy token at the same prefix, and how many of them it agreed with.
+    draft_checks: list[list[int]] = field(default_factory=list)
 
     @property
     def forward_passes(self) -> int:
@@ -58,6 +61,7 @@ class MTPOutput:
     texts: list[str] | None = None
     model_calls: int = 0
     timings: dict[str, float] = field(default_factory=dict)
+    draft_checks: list[list[list[int]]] = field(default_factory=list)
 
     @classmethod
     def from_completions(cls, completions: list[Completion], *, model_calls: int = 0,
@@ -68,7 +72,11 @@ class MTPOutput:
                    finish_reasons=[c.finish_reason for c in completions],
                    tokens_per_pass=[c.tokens_per_pass for c in completions],
                    texts=None if any(t is None for t in texts) else texts, model_calls=model_calls,
-                   timings=dict(timings or {}))
+                   timings=dict(timings or {}), draft_checks=[c.draft_checks for c in completions])
+
+    def precision(self) -> dict:
+        """:func:`draft_precision` over every row."""
+        return draft_precision(self.draft_checks)
 
     def speed(self, *, seconds: float | None = None) -> dict:
         """:func:`speed_stats` of this output."""
@@ -87,4 +95,33 @@ def speed_stats(new_tokens: list[int], forward_passes: list[int], *, seconds: fl
            "new_tokens": sum(new_tokens), "forward_passes": sum(forward_passes)}
     if seconds is not None:
         out |= {"seconds": seconds, "tokens_per_second": sum(new_tokens) / seconds if seconds > 0 else float("nan")}
+    return out
+
+
+def add_checks(total: list[list[int]], depth: int, *, checked: int, agreed: int) -> None:
+    """Add to ``total`` (``[checked, agreed]`` per slot depth, index 0 = slot 2; grown as needed) in place."""
+    while len(total) < depth - 1:
+        total.append([0, 0])
+    total[depth - 2][0] += checked
+    total[depth - 2][1] += agreed
+
+
+def draft_precision(rows: list[list[list[int]]]) -> dict:
+    """Draft precision: of the emitted mask tokens that a later pass checked, the share the model's own greedy
+    decoding would have chosen at the same prefix, overall and per slot depth (``draft_precision_slot{d}``, with
+    ``draft_checked_slot{d}``). ``nan`` where nothing was checked. A completion's last chunk has no later pass and
+    is not counted; lossless strategies count their accepted drafts, which their rule verified (precision 1).
+
+    Args:
+        rows: per completion, ``[checked, agreed]`` per slot depth (:attr:`Completion.draft_checks`).
+    """
+    total: list[list[int]] = []
+    for row in rows:
+        for i, (checked, agreed) in enumerate(row):
+            add_checks(total, i + 2, checked=checked, agreed=agreed)
+    checked, agreed = sum(c for c, _ in total), sum(a for _, a in total)
+    out = {"draft_precision": agreed / checked if checked else float("nan"), "draft_checked": checked}
+    for i, (c, a) in enumerate(total):
+        out[f"draft_precision_slot{i + 2}"] = a / c if c else float("nan")
+        out[f"draft_checked_slot{i + 2}"] = c
     return out

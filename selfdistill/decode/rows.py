@@ -6,7 +6,7 @@ from dataclasses import dataclass, field, replace
 
 import torch
 
-from selfdistill.decode.results import Completion
+from selfdistill.decode.results import Completion, add_checks
 from selfdistill.decode.strategies import Outcome
 
 
@@ -95,6 +95,10 @@ class RowState:
     output: list[int] = field(default_factory=list)
     per_pass: list[int] = field(default_factory=list)
     reason: str | None = None
+    #: slot depth of each pending token in the chunk it was emitted from (1: the real position's own prediction,
+    #: >= 2: a mask's), for the draft-precision check of the next pass; empty: nothing to check
+    depths: list[int] = field(default_factory=list)
+    draft_checks: list[list[int]] = field(default_factory=list)
 
     def __post_init__(self):
         if not self.pending:
@@ -103,6 +107,15 @@ class RowState:
     @property
     def remaining(self) -> int:
         return self.max_new_tokens - len(self.output)
+
+    def check_columns(self) -> list[int]:
+        """The pending columns whose logits check the next pending token (emitted from a mask, depth >= 2)."""
+        return [j for j in range(len(self.depths) - 1) if self.depths[j + 1] >= 2]
+
+    def record_checks(self, greedy: list[int]) -> None:
+        """``greedy[i]``: the model's argmax at :meth:`check_columns` ``[i]``, against the token fed after it."""
+        for j, token in zip(self.check_columns(), greedy):
+            add_checks(self.draft_checks, self.depths[j + 1], checked=1, agreed=int(token == self.pending[j + 1]))
 
     def advance(self, outcome: Outcome, strategy) -> list[int]:
         """Apply one pass's outcome: emit (cut at EOS, stop string, budget), set up the next pass. Returns the
@@ -121,6 +134,12 @@ class RowState:
         # Drafts beyond the budget could never be emitted: drop them now.
         drafts = min(outcome.drafts, max(self.remaining - 1, 0))
         self.pending, self.drafts = outcome.pending[:len(outcome.pending) - outcome.drafts + drafts], drafts
+        if strategy.lossless:  # emitted drafts were verified by the acceptance rule: checked and agreed
+            for depth in range(2, min(len(outcome.chunk) - 1, len(self.output) - prev) + 2):
+                add_checks(self.draft_checks, depth, checked=1, agreed=1)
+            self.depths = []
+        else:  # the chunk is fed again next pass, which checks its mask tokens
+            self.depths = list(range(1, len(self.pending) + 1)) if self.reason is None else []
         margin = getattr(strategy, "mask_margin", None)
         if margin is not None:
             used = strategy.used_masks(replace(outcome, drafts=drafts))
@@ -133,4 +152,5 @@ class RowState:
             text = tokenizer.decode(self.output, skip_special_tokens=True)
             if self.stopper is not None:
                 text = self.stopper.cut_text(text)
-        return Completion(self.request_id, list(self.output), list(self.per_pass), self.reason or "length", text)
+        return Completion(self.request_id, list(self.output), list(self.per_pass), self.reason or "length", text,
+                          [list(c) for c in self.draft_checks])

@@ -12,13 +12,13 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 
 from rewards import grade, grader_for_task
 from rewards.graders import EXTRACTORS
 from selfdistill.decode.engine import generate_many
 from selfdistill.decode.registry import Strategy, make_strategy
-from selfdistill.decode.results import speed_stats
+from selfdistill.decode.results import draft_precision, speed_stats
 from selfdistill.data.prompts import apply_chat_template, fewshot_prefix_for, render_prompt, stop_strings
 
 @dataclass(frozen=True, kw_only=True)
@@ -66,6 +66,7 @@ class Generation:
     text: str
     new_tokens: int
     forward_passes: int
+    draft_checks: list[list[int]] = field(default_factory=list)
 
 
 def truncate_at_stop(text: str, stops: Sequence[str]) -> str:
@@ -86,8 +87,10 @@ def decode_batch(model, tokenizer, prompts: Sequence[str], setting: DecodeSettin
     out = generate_many(model, ids, setting.unit, batch_size=batch_size or max(len(ids), 1),
                         max_new_tokens=max_new_tokens, eos_token_id=model.generation_config.eos_token_id,
                         stop_strings=list(stops) or None, tokenizer=tokenizer, pad_token_id=tokenizer.pad_token_id)
-    return [Generation(text=truncate_at_stop(text, stops), new_tokens=len(seq), forward_passes=passes)
-            for text, seq, passes in zip(out.texts, out.sequences, out.forward_passes)]
+    return [Generation(text=truncate_at_stop(text, stops), new_tokens=len(seq), forward_passes=passes,
+                       draft_checks=checks)
+            for text, seq, passes, checks in zip(out.texts, out.sequences, out.forward_passes,
+                                                 out.draft_checks or [[]] * len(out.sequences))]
 
 
 def build_prompt(row: dict, tokenizer, *, style: str, chat: bool) -> str:
@@ -110,8 +113,12 @@ def summarize(records: list[dict], *, seconds: float, batch_size: int) -> dict:
 
 
 def speed_summary(records: list[dict], *, seconds: float, batch_size: int) -> dict:
-    """Tokens per forward (:func:`selfdistill.decode.results.speed_stats`) and tokens/s of ``records``."""
+    """Tokens per forward (:func:`selfdistill.decode.results.speed_stats`), tokens/s and, for records that carry
+    their draft checks (sweeps from before they existed do not), draft precision
+    (:func:`selfdistill.decode.results.draft_precision`) of ``records``."""
     stats = speed_stats([r["new_tokens"] for r in records], [r["forward_passes"] for r in records], seconds=seconds)
+    if all("draft_checks" in r for r in records):
+        stats |= draft_precision([r["draft_checks"] for r in records])
     return stats | {"batch_size": batch_size}
 
 
@@ -154,6 +161,7 @@ def evaluate(model, tokenizer, rows: Sequence[dict], setting: DecodeSetting, *, 
                 "extracted": EXTRACTORS[grader](gen.text), "correct": bool(grade(grader, gen.text, row["answer"])),
                 "new_tokens": gen.new_tokens, "forward_passes": gen.forward_passes,
                 "tokens_per_forward": gen.new_tokens / max(gen.forward_passes, 1),
+                "draft_checks": gen.draft_checks,
             }
     summary = summarize(records, seconds=seconds, batch_size=batch_size)
     summary["setting"] = asdict(setting) | {"name": setting.name}

@@ -106,7 +106,8 @@ class SelfDistillLM(HFLM):
                 out[i] = g.text
                 self.decode_records.append({"task": task, "new_tokens": g.new_tokens,
                                             "forward_passes": g.forward_passes,
-                                            "tokens_per_forward": g.new_tokens / max(g.forward_passes, 1)} | agree)
+                                            "tokens_per_forward": g.new_tokens / max(g.forward_passes, 1),
+                                            "draft_checks": g.draft_checks} | agree)
                 self.cache_hook.add_partial("generate_until", requests[i].args, g.text)
             pbar.update(len(idx))
         pbar.close()
@@ -154,7 +155,8 @@ def _agreement_means(records: list[dict]) -> dict:
 
 
 def add_decode_metrics(results: dict) -> dict:
-    """Copy tokens per forward (mean, std) and tokens/s from ``results["config"]["selfdistill_decoding"]`` into
+    """Copy tokens per forward (mean, std), tokens/s, agreement and draft precision from
+    ``results["config"]["selfdistill_decoding"]`` into
     each task's metrics (filter ``none``), so they print beside accuracy in lm-eval's table. Returns ``results``."""
     info = results.get("config", {}).get("selfdistill_decoding", {})
     for task, stats in info.get("per_task", {}).items():
@@ -163,7 +165,8 @@ def add_decode_metrics(results: dict) -> dict:
                 "tokens_per_forward,none": stats["tokens_per_forward_mean"],
                 "tokens_per_forward_std,none": stats["tokens_per_forward_std"],
                 "tokens_per_second,none": stats["tokens_per_second"]}
-                | {f"{key},none": stats[key] for key in ("answer_agreement", "exact_agreement") if key in stats})
+                | {f"{key},none": stats[key] for key in ("answer_agreement", "exact_agreement", "draft_precision")
+                   if key in stats})
     return results
 
 

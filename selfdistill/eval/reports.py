@@ -36,7 +36,7 @@ FRONTIERS = (Frontier("tokens_per_forward", "tokens_per_forward_mean", "tokens p
 FRONTIER_MARKS = {"tokens_per_forward": "F", "tokens_per_second": "T", "agreement": "A"}
 CSV_COLUMNS = ("task", "setting", "strategy", "k", "threshold", "k_max", "mask_margin", "n", "accuracy",
                "accuracy_stderr", "tokens_per_forward_mean", "tokens_per_forward_std", "tokens_per_second",
-               "answer_agreement", "exact_agreement", "batch_size", "num_threads", "host", "seconds", "new_tokens",
+               "answer_agreement", "exact_agreement", "draft_precision", "draft_checked", "batch_size", "num_threads", "host", "seconds", "new_tokens",
                "forward_passes", *(f"frontier_{f.name}" for f in FRONTIERS))
 
 
@@ -77,19 +77,22 @@ def frontier_markdown(rows_by_task: dict[str, list[dict]], *, model: str, batch_
     lines = [f"# Accuracy vs speed: `{model}`", "",
              "Accuracy ± standard error (%); tokens per forward pass, mean ± std over samples (prefill pass "
              f"counted); tokens/s measured at batch size {batch_size}; agreement with the same model's greedy "
-             "output (the generate row): extracted answer / exact completion (%). Frontier (non-dominated, higher "
+             "output (the generate row): extracted answer / exact completion (%); draft precision: the share of "
+             "emitted mask tokens that a later pass found equal to greedy's token at the same prefix (%; lossless "
+             "modes verify theirs; the last chunk of each completion is unchecked). Frontier (non-dominated, higher "
              "is better on both axes): **F** accuracy vs tokens per forward, **T** accuracy vs tokens/s, **A** answer "
              "agreement vs tokens per forward.", ""]
     for task, rows in rows_by_task.items():
         lines += [f"## {task} (n = {rows[0]['n']})", "",
-                  "| setting | accuracy (%) | tokens / forward | tokens / s | agreement (%) | frontier |",
-                  "|---|---:|---:|---:|---:|:---:|"]
+                  "| setting | accuracy (%) | tokens / forward | tokens / s | agreement (%) | draft precision (%) "
+                  "| frontier |",
+                  "|---|---:|---:|---:|---:|---:|:---:|"]
         for r in rows:
             marks = "".join(m for name, m in FRONTIER_MARKS.items() if r[f"frontier_{name}"])
             lines.append(f"| {r['setting']} | {_fmt(100 * r['accuracy'], 1)} ± {_fmt(100 * r['accuracy_stderr'], 1)} "
                          f"| {_fmt(r['tokens_per_forward_mean'], 2)} ± {_fmt(r['tokens_per_forward_std'], 2)} "
                          f"| {_fmt(r['tokens_per_second'], 1)} | {_pct(r['answer_agreement'])} / "
-                         f"{_pct(r['exact_agreement'])} | {marks} |")
+                         f"{_pct(r['exact_agreement'])} | {_pct(r.get('draft_precision'))} | {marks} |")
         lines.append("")
     return "\n".join(lines)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 import uuid
 
-from selfdistill.decode.results import Completion
+from selfdistill.decode.results import Completion, draft_precision
 
 FINISH_REASONS = {"eos": "stop", "stop_string": "stop", "length": "length"}
 
@@ -50,11 +50,16 @@ def new_id(prefix: str) -> str:
 
 
 def usage(prompt_tokens: int, completions: list[Completion]) -> dict:
-    """OpenAI usage plus ``forward_passes`` and ``tokens_per_forward`` (all generated tokens over all passes)."""
+    """OpenAI usage plus ``forward_passes``, ``tokens_per_forward`` (all generated tokens over all passes) and
+    ``draft_precision`` (:func:`selfdistill.decode.results.draft_precision`: of the emitted mask tokens a later pass
+    checked, the share greedy decoding would have chosen; ``null`` when none was checked) with ``draft_checked``."""
     generated = sum(len(c.tokens) for c in completions)
     passes = sum(c.forward_passes for c in completions)
+    precision = draft_precision([c.draft_checks for c in completions])
+    checked = precision["draft_checked"]
     return {"prompt_tokens": prompt_tokens, "completion_tokens": generated, "total_tokens": prompt_tokens + generated,
-            "forward_passes": passes, "tokens_per_forward": generated / passes if passes else 0.0}
+            "forward_passes": passes, "tokens_per_forward": generated / passes if passes else 0.0,
+            "draft_precision": precision["draft_precision"] if checked else None, "draft_checked": checked}
 
 
 def completion_body(rid: str, model: str, completions: list[Completion], prompt_tokens: int, *, chat: bool) -> dict:

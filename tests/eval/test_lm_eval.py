@@ -50,6 +50,7 @@ def test_simple_evaluate_reports_accuracy_and_tokens_per_forward_like_the_sweep(
     assert 1.0 <= metrics["tokens_per_forward,none"] == stats["tokens_per_forward_mean"] <= 4.0
     assert metrics["tokens_per_second,none"] > 0
     assert "exact_agreement,none" not in metrics  # only with agreement=true
+    assert stats["draft_checked"] >= 0 and "draft_precision,none" in metrics  # nan when nothing was checked
 
     # The same rows and setting through the sweep's scoring core give the same completions and verdicts.
     model = AutoModelForCausalLM.from_pretrained(ckpt, dtype=torch.float64).eval()

@@ -63,6 +63,9 @@ def test_completions_streamed_equal_whole_with_usage(client):
         assert (s_text, s_reason, s_usage) == (text, reason, usage) and text
         assert usage["tokens_per_forward"] == pytest.approx(usage["completion_tokens"] / usage["forward_passes"])
         assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
+        assert usage["draft_checked"] >= 0  # emitted mask tokens a later pass checked; precision null without any
+        assert (usage["draft_precision"] is None) == (usage["draft_checked"] == 0)
+        assert usage["draft_precision"] is None or 0.0 <= usage["draft_precision"] <= 1.0
 
 
 def test_stop_strings_cut_the_text_streamed_and_whole(client):
