@@ -36,7 +36,8 @@ FRONTIERS = (Frontier("tokens_per_forward", "tokens_per_forward_mean", "tokens p
 FRONTIER_MARKS = {"tokens_per_forward": "F", "tokens_per_second": "T", "agreement": "A"}
 CSV_COLUMNS = ("task", "setting", "strategy", "k", "threshold", "k_max", "mask_margin", "n", "accuracy",
                "accuracy_stderr", "tokens_per_forward_mean", "tokens_per_forward_std", "tokens_per_second",
-               "answer_agreement", "exact_agreement", "draft_precision", "draft_checked", "batch_size", "num_threads", "host", "seconds", "new_tokens",
+               "answer_agreement", "exact_agreement", "draft_precision", "draft_checked",
+               "batch_size", "num_threads", "host", "seconds", "new_tokens",
                "forward_passes", *(f"frontier_{f.name}" for f in FRONTIERS))
 
 
