@@ -37,6 +37,7 @@ def layers_at(commit: str):
     path.write_text(source)
     spec = importlib.util.spec_from_file_location("gated_lora_before", path)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 
