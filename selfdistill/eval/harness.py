@@ -59,7 +59,7 @@ class SelfDistillLM(HFLM):
         self.setting = DecodeSetting(strategy=strategy, **options)
         if isinstance(pretrained, str):  # after the options are checked: an adapter folder loads here
             pretrained, kwargs = _resolve_pretrained(pretrained, kwargs)
-        kwargs.setdefault("device", "cpu" if not _cuda() else "cuda")
+        kwargs.setdefault("device", default_device())
         super().__init__(pretrained=pretrained, **kwargs)
         from selfdistill.models.mask_token import add_mask_token as add_mask
         from selfdistill.models.mask_token import mask_token_id_from, trained_k_max_from
@@ -180,16 +180,22 @@ def _resolve_pretrained(name: str, kwargs: dict):
     if not is_adapter_folder(path):
         return path, kwargs
     kwargs = dict(kwargs)
-    device = kwargs.get("device") or ("cuda" if _cuda() else "cpu")
+    device = kwargs.get("device") or default_device()
     model, tokenizer = load_model(path, dtype=kwargs.pop("dtype", None), device=device)
     kwargs["tokenizer"] = tokenizer
     return model, kwargs
 
 
-def _cuda() -> bool:
+def default_device(*, cuda: bool | None = None, env=None) -> str:
+    """This process's GPU (``cuda:{LOCAL_RANK}``, so each rank of a multi-GPU launch gets its own) when CUDA is
+    available, else ``cpu``. ``cuda`` and ``env`` replace ``torch.cuda.is_available()`` and ``os.environ``."""
+    import os
+
     import torch
 
-    return torch.cuda.is_available()
+    if not (torch.cuda.is_available() if cuda is None else cuda):
+        return "cpu"
+    return f"cuda:{int((os.environ if env is None else env).get('LOCAL_RANK', 0))}"
 
 
 def _as_bool(v) -> bool:

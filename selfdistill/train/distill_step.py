@@ -270,7 +270,8 @@ def _metrics(proposals, teacher_logits, targets, keep, loss_mode) -> dict[str, t
     out["agree_run"] = (run.sum(), n)
     out["kept_regions"] = _pair(kept.double().mean(), 1)
     if teacher_logits is not None:
-        ll = chunk_log_likelihood(teacher_logits.double(), proposals).reshape(-1)[kept]
+        # a logged metric: in the logits' precision (at least float32), with no float64 copy of [R, k, V]
+        ll = chunk_log_likelihood(teacher_logits, proposals).reshape(-1)[kept].double()
         out["teacher_chunk_loglik"] = (ll.sum(), n)
     return out
 

@@ -55,8 +55,10 @@ def gt_ce(student_logits: torch.Tensor, targets: torch.Tensor, weight: torch.Ten
 
 
 def chunk_log_likelihood(logits: torch.Tensor, chunk: torch.Tensor) -> torch.Tensor:
-    """``sum_j log softmax(logits[..., j, :])[chunk[..., j]]``: ``[..., k, V], [..., k] -> [...]``."""
-    return -token_ce(logits, chunk).sum(-1)
+    """``sum_j log softmax(logits[..., j, :])[chunk[..., j]]``: ``[..., k, V], [..., k] -> [...]``, as the chosen logit
+    minus the log-sum-exp (no ``[..., V]`` log-softmax is materialised; half precision is computed in float32)."""
+    x = logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits
+    return (x.gather(-1, chunk.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(x, dim=-1)).sum(-1)
 
 
 def reward_weighted(student_logits: torch.Tensor, teacher_logits: torch.Tensor, chunk: torch.Tensor,

@@ -65,6 +65,16 @@ class JsonlLogCallback(TrainerCallback):
                 f.write(json.dumps({"step": state.global_step, **logs}) + "\n")
 
 
+def checkpoints_activations(args, accelerator) -> bool:
+    """Activation (gradient) checkpointing by the training argument or by FSDP's own (``fsdp_config`` or the
+    accelerate config's ``fsdp_activation_checkpointing``): HF then turns off the KV cache the shared-prefix step
+    needs."""
+    plugin = getattr(getattr(accelerator, "state", None), "fsdp_plugin", None)
+    return bool(args.gradient_checkpointing or getattr(args, "activation_checkpointing", False)
+                or (getattr(args, "fsdp_config", None) or {}).get("activation_checkpointing")
+                or getattr(plugin, "activation_checkpointing", False))
+
+
 class DistillTrainer(Trainer):
     """``Trainer`` whose loss is the online self-distillation step. Batches: ``input_ids`` long[B, N], ``valid``.
 
@@ -90,7 +100,8 @@ class DistillTrainer(Trainer):
         self.loss_is_scaled_for_ga = False  # per-micro-batch mean: Trainer divides by the accumulation steps
         own_weights = teacher is None or isinstance(teacher, BaseModelView)  # nothing to freeze, move or shard
         self.teacher = teacher if own_weights else self._prepare_teacher(teacher)
-        self._shared_prefix = (self.gated and args.gated_shared_prefix and not args.gradient_checkpointing
+        self._shared_prefix = (self.gated and args.gated_shared_prefix
+                               and not checkpoints_activations(args, self.accelerator)
                                and supports_shared_prefix(model, self.teacher))
         self.stop_token_ids = () if args.packing else self._stop_ids(kwargs.get("processing_class"), model)
         self._metric_names = self._metric_names_for(args)

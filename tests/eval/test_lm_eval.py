@@ -197,3 +197,11 @@ def test_agreement_with_plain_greedy_is_reported_per_task(ckpt):
                              task_manager=TaskManager(include_path=str(TASKS_DIR), include_defaults=False))
     stats = static["config"]["selfdistill_decoding"]["per_task"]["sd_synthetic"]
     assert 0.0 <= stats["exact_agreement"] <= stats["answer_agreement"] <= 1.0
+
+
+def test_each_rank_gets_its_own_gpu_by_default():
+    from selfdistill.eval.harness import default_device
+
+    assert default_device(cuda=False, env={"LOCAL_RANK": "3"}) == "cpu"
+    assert default_device(cuda=True, env={"LOCAL_RANK": "3"}) == "cuda:3"
+    assert default_device(cuda=True, env={}) == "cuda:0"

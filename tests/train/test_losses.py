@@ -114,3 +114,17 @@ def test_step0_k1_teacher_equals_student(arch):
     assert losses.soft_kl(student, teacher).item() == 0.0
     own = -torch.log_softmax(student, -1).max(-1).values.mean()
     assert losses.hard_ce(student, teacher).item() == own.item()
+
+
+def test_chunk_log_likelihood_is_the_summed_log_softmax_without_materialising_it():
+    import torch
+
+    from selfdistill.train.losses import chunk_log_likelihood
+
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(3, 4, 50, generator=g, dtype=torch.float64) * 4
+    chunk = torch.randint(0, 50, (3, 4), generator=g)
+    want = torch.log_softmax(logits, -1).gather(-1, chunk[..., None]).squeeze(-1).sum(-1)
+    assert torch.allclose(chunk_log_likelihood(logits, chunk), want, rtol=1e-12, atol=1e-12)
+    half = chunk_log_likelihood(logits.bfloat16(), chunk)
+    assert half.dtype == torch.float32 and torch.allclose(half.double(), want, atol=0.5)

@@ -81,3 +81,18 @@ def test_non_finite_settings_are_refused(over):
 def test_the_nan_filter_cannot_be_turned_back_on():
     with pytest.raises(ValueError, match="logging_nan_inf_filter must be False"):
         _cfg("/tmp/unused", logging_nan_inf_filter=True)
+
+
+def test_fsdp_activation_checkpointing_turns_the_shared_prefix_step_off():
+    """HF turns the KV cache off under activation checkpointing, which the shared-prefix step needs: the guard
+    sees the training argument and FSDP's own switch (fsdp_config or the accelerate config's plugin)."""
+    from types import SimpleNamespace as NS
+
+    from selfdistill.train.trainer import checkpoints_activations
+
+    plain = NS(gradient_checkpointing=False, activation_checkpointing=False, fsdp_config={})
+    no_fsdp = NS(state=NS(fsdp_plugin=None))
+    assert not checkpoints_activations(plain, no_fsdp)
+    assert checkpoints_activations(NS(**{**vars(plain), "gradient_checkpointing": True}), no_fsdp)
+    assert checkpoints_activations(NS(**{**vars(plain), "fsdp_config": {"activation_checkpointing": True}}), no_fsdp)
+    assert checkpoints_activations(plain, NS(state=NS(fsdp_plugin=NS(activation_checkpointing=True))))
