@@ -464,6 +464,33 @@ def check_warm_start(model, directory: str | os.PathLike) -> dict:
     return meta
 
 
+def export_adapter(source: str | os.PathLike, destination: str | os.PathLike, *,
+                   dtype: torch.dtype = torch.bfloat16, extra_files=()) -> Path:
+    """Copy an adapter folder with its tensors stored in ``dtype`` (bf16 halves a float32 adapter, so a finished
+    run's adapter can be committed), its config and tokenizer files as they are, and ``extra_files`` (names in
+    ``source``, e.g. the run record) beside them. A float32 model loads it with its float32 masters rounded to
+    ``dtype`` once. The folder is written beside ``destination`` and renamed into place."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    src, dst = Path(source), Path(destination)
+    read_adapter_config(src)
+    tmp = dst.with_name(f".{dst.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    weights = {k: v.to(dtype) if v.is_floating_point() else v for k, v in load_file(str(src / WEIGHTS_FILE)).items()}
+    save_file(weights, str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
+    for f in src.iterdir():
+        if f.is_file() and (f.name == CONFIG_FILE or f.name.startswith(("tokenizer", "special_tokens", "chat_template"))
+                            or f.name in extra_files):
+            shutil.copy2(f, tmp / f.name)
+    if dst.exists():
+        shutil.rmtree(dst)
+    os.replace(tmp, dst)
+    return dst
+
+
 def config_differences(meta: dict, expected: dict) -> dict:
     """``{key: (adapter's, expected)}`` for every key of ``expected`` where an adapter config ``meta`` differs."""
     return {k: (meta.get(k), v) for k, v in expected.items() if meta.get(k) != v}

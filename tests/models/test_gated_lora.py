@@ -141,3 +141,18 @@ def test_an_adapter_folder_reports_its_mask_id_without_loading(tmp_path):
     _, gated = _pair("llama", "sdpa")
     gl.save_gated_lora(gated, None, tmp_path, base_model="unused")
     assert mask_token_id_in_checkpoint(str(tmp_path)) == mask_token_id_from(gated)
+
+
+def test_an_exported_bf16_adapter_loads_as_the_float32_one_rounded(tmp_path):
+    base, tok = load_model("tiny-teacher", dtype="float32")
+    vocab = base.get_input_embeddings().weight.shape[0]
+    add_mask_token(base, tok)
+    gated = attach_random_adapter(copy.deepcopy(base), tok, base_vocab_size=vocab)
+    gl.save_gated_lora(gated, tok, tmp_path / "a", base_model="tiny-teacher")
+    (tmp_path / "a" / "run_record.json").write_text("{}")
+    out = gl.export_adapter(tmp_path / "a", tmp_path / "b", extra_files=("run_record.json",))
+    assert (out / "run_record.json").is_file() and (out / "tokenizer.json").is_file()
+    assert (out / gl.WEIGHTS_FILE).stat().st_size < 0.6 * (tmp_path / "a" / gl.WEIGHTS_FILE).stat().st_size
+    loaded, _ = load_model(str(out), dtype="float32")
+    for name, value in gl.adapter_tensors(loaded).items():
+        assert torch.equal(value, gl.adapter_tensors(gated)[name].bfloat16().float()), name
