@@ -9,6 +9,7 @@ Also here: the one table of dtype names (:data:`DTYPES`) and the one device reso
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -112,16 +113,42 @@ def load_model(name_or_path: str, *, dtype: str | torch.dtype | None = None, dev
 
     dtype = resolve_dtype(dtype)
     path = resolve_model_path(name_or_path)
-    tokenizer = AutoTokenizer.from_pretrained(path)
+    with _hub_errors(name_or_path, path):
+        tokenizer = AutoTokenizer.from_pretrained(path)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     if is_adapter_folder(path):
-        base = gated_lora.read_adapter_config(path)["base_model"]
+        base = adapter_base(path)
         model, _ = load_model(base, dtype=dtype, attn_implementation=attn_implementation)
         gated_lora.attach_saved_adapter(model, path)
     else:
         extra = {} if attn_implementation is None else {"attn_implementation": attn_implementation}
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, **extra)
+        with _hub_errors(name_or_path, path):
+            model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, **extra)
     if device is not None:
         model = model.to(resolve_device(device))
     return model.eval(), tokenizer
+
+
+def adapter_base(adapter_dir: str | Path) -> str:
+    """The ``base_model`` an adapter folder names: an alias, a hub id, or a folder, which may be relative to the
+    adapter folder itself (so an adapter and its base can move together)."""
+    base = gated_lora.read_adapter_config(adapter_dir)["base_model"]
+    beside = Path(adapter_dir) / base
+    if base not in MODEL_SOURCES and not Path(base).expanduser().is_dir() and beside.is_dir():
+        return str(beside)
+    return base
+
+
+@contextlib.contextmanager
+def _hub_errors(name: str, path: str):
+    """A hub id that cannot be fetched (no network, or no such repository) is reported as what the user most likely
+    meant: no such alias or local folder, with the aliases named."""
+    try:
+        yield
+    except OSError as err:
+        if Path(path).expanduser().is_dir():
+            raise
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise FileNotFoundError(f"model {name!r}: no such alias ({', '.join(MODEL_SOURCES)}) or local folder, and "
+                                f"the hub could not provide it ({first})") from None

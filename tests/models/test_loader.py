@@ -68,3 +68,33 @@ def test_trained_k_max_at_reads_checkpoints_and_adapters_without_loading(tmp_pat
     (adapter / CONFIG_FILE).write_text(json.dumps({"format": "selfdistill-gated-lora", "format_version": 1,
                                                    "trained_k_max": 5}))
     assert trained_k_max_at(str(adapter)) == 5
+
+
+def test_a_misspelt_alias_says_no_such_alias_or_folder_and_names_the_aliases(monkeypatch):
+    from selfdistill.models.loader import MODEL_SOURCES
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(FileNotFoundError, match="'tiny-studnet': no such alias .*tiny-student.* or local folder"):
+        load_model("tiny-studnet")
+    assert "tiny-student" in MODEL_SOURCES
+
+
+def test_an_adapter_finds_a_base_folder_named_relative_to_itself(tmp_path):
+    import copy
+    import json
+
+    from selfdistill.models import gated_lora as gl
+    from selfdistill.models.mask_token import add_mask_token
+    from support import attach_random_adapter
+
+    base, tok = load_model("tiny-teacher", dtype="float64")
+    vocab = base.get_input_embeddings().weight.shape[0]
+    base.save_pretrained(tmp_path / "pack" / "base")
+    tok.save_pretrained(tmp_path / "pack" / "base")
+    add_mask_token(base, tok)
+    gated = attach_random_adapter(copy.deepcopy(base), tok, base_vocab_size=vocab)
+    gl.save_gated_lora(gated, tok, tmp_path / "pack" / "adapter", base_model="../base")
+    meta = json.loads((tmp_path / "pack" / "adapter" / gl.CONFIG_FILE).read_text())
+    assert meta["base_model"] == "../base"
+    loaded, _ = load_model(str(tmp_path / "pack" / "adapter"), dtype="float64")
+    assert gl.gated_state(loaded) is not None
