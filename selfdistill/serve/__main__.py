@@ -11,8 +11,11 @@ loads.
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from selfdistill.models.mask_token import mask_token_id_in_checkpoint
 
 
 @dataclass(kw_only=True)
@@ -49,7 +52,13 @@ class ServeConfig:
 def check_config(cfg: ServeConfig) -> None:
     """Usage errors before any model loads."""
     from selfdistill.decode.registry import make_strategy
-    from selfdistill.models.loader import resolve_model_path
+    from selfdistill.models.loader import resolve_dtype, resolve_model_path
+
+    missing = [m for m in ("fastapi", "uvicorn") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise ValueError(f"the server needs {' and '.join(missing)}: pip install -e '.[serve]'")
+    resolve_dtype(cfg.dtype)  # float8 and the like are refused here, naming the choices
+    check_device(cfg.device)
 
     unit = make_strategy(cfg.strategy, **cfg.strategy_options())
     if unit.baseline:
@@ -62,7 +71,28 @@ def check_config(cfg: ServeConfig) -> None:
         raise ValueError(f"--port must be in 0..65535, got {cfg.port}")
     if cfg.chat_template is not None and not Path(cfg.chat_template).is_file():
         raise FileNotFoundError(f"--chat-template {cfg.chat_template}: no such file")
-    resolve_model_path(cfg.model)
+    path = resolve_model_path(cfg.model)
+    if unit.num_masks > 0 and _local(path) and mask_token_id_in_checkpoint(path) is None:
+        raise ValueError(f"--model {cfg.model} has no <mtp> mask token, so --strategy {cfg.strategy} cannot feed "
+                         "masks: serve it as plain greedy decoding (--strategy static --k 1), or train it into a "
+                         "multi-token model first (scripts/online_distill.py)")
+
+
+def check_device(device: str | None, *, cuda_available: bool | None = None) -> None:
+    """``--device`` names a device this torch has (a CUDA device needs a CUDA build and a visible GPU)."""
+    import torch
+
+    from selfdistill.models.loader import resolve_device
+
+    name = resolve_device(device)
+    has_cuda = torch.cuda.is_available() if cuda_available is None else cuda_available
+    if name.startswith("cuda") and not has_cuda:
+        raise ValueError(f"--device {device}: this torch sees no CUDA device (a CPU build, or no GPU visible); "
+                         "use --device cpu or auto")
+
+
+def _local(path: str) -> bool:
+    return Path(path).is_dir()
 
 
 def build_app(cfg: ServeConfig):
@@ -81,12 +111,12 @@ def build_app(cfg: ServeConfig):
 
 
 def main(argv: list[str] | None = None) -> None:
-    import uvicorn
-
     from selfdistill.cli import parse_config
 
     cfg = parse_config(ServeConfig, argv, check=check_config, prog="python -m selfdistill.serve",
                        description="OpenAI-compatible server over the multi-token decoding engine")
+    import uvicorn  # present: check_config said so before anything loaded
+
     uvicorn.run(build_app(cfg), host=cfg.host, port=cfg.port, log_level=cfg.log_level)
 
 

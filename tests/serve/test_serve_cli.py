@@ -18,6 +18,8 @@ pytest.importorskip("fastapi")
     (["--model", "/no/such/ckpt"], "no such folder"),
     (["--strategy", "hedged", "--lead-groups", "0"], "lead_groups must be an int >= 1"),
     (["--strategy", "verify", "--lead-groups", "2"], "takes no option lead_groups"),
+    (["--dtype", "float8"], "unknown dtype 'float8'"),
+    (["--model", "tiny-teacher"], "has no <mtp> mask token"),
 ])
 def test_serve_refuses_bad_options_before_loading(capsys, argv, message):
     from selfdistill.serve.__main__ import main
@@ -64,3 +66,23 @@ def test_a_request_naming_a_strategy_without_k_max_gets_the_models_trained_one()
     assert ctx.strategy_of({"threshold": 0.5}).k_max == 5  # the server's own setting, one option changed
     assert ServeContext(model_name="m", tokenizer=None, strategy=ctx.strategy, max_positions=None,
                         check_setting=lambda unit: None).strategy_of({"strategy": "verify"}).k_max == 16
+
+
+def test_serve_refuses_a_cuda_device_this_torch_cannot_see_and_a_missing_server_package(monkeypatch):
+    import importlib.util
+
+    from selfdistill.serve import __main__ as serve_main
+
+    with pytest.raises(ValueError, match="--device cuda: this torch sees no CUDA device"):
+        serve_main.check_device("cuda", cuda_available=False)
+    serve_main.check_device("cpu", cuda_available=False)
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "uvicorn" else real(name, *a))
+    with pytest.raises(ValueError, match=r"needs uvicorn: pip install -e '.\[serve\]'"):
+        serve_main.check_config(serve_main.ServeConfig(model="tiny-student"))
+
+
+def test_a_model_without_a_mask_token_may_still_be_served_as_plain_greedy_decoding():
+    from selfdistill.serve.__main__ import ServeConfig, check_config
+
+    check_config(ServeConfig(model="tiny-teacher", strategy="static", k=1))  # no error: it feeds no mask
