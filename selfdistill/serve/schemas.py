@@ -117,6 +117,24 @@ def refuse_unsupported(req: _Common) -> None:
             raise APIError(400, f"{why}; got {name}={getattr(req, name)!r}", param=name, code="unsupported_parameter")
 
 
+def _unencodable(value, path: str = "") -> str | None:
+    """The dotted path of the first string in a parsed JSON value that is not valid Unicode text, or ``None``."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return path or "body"
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            if (found := _unencodable(item, f"{path}.{key}" if path else str(key))) is not None:
+                return found
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            if (found := _unencodable(item, f"{path}.{i}")) is not None:
+                return found
+    return None
+
+
 def parse_body(raw: bytes, cls: type[_Common]) -> _Common:
     """The request ``cls`` from a raw body: malformed JSON, schema errors and unsupported parameters are 400s."""
     try:
@@ -125,6 +143,9 @@ def parse_body(raw: bytes, cls: type[_Common]) -> _Common:
         raise APIError(400, f"the request body is not valid JSON: {err}", code="invalid_json") from None
     if not isinstance(data, dict):
         raise APIError(400, "the request body must be a JSON object", code="invalid_json")
+    if (where := _unencodable(data)) is not None:  # JSON allows "\ud800"; no tokenizer can take it
+        raise APIError(400, f"{where}: a string with a lone UTF-16 surrogate is not text", param=where,
+                       code="invalid_value")
     try:
         req = cls.model_validate(data)
     except ValidationError as err:

@@ -189,6 +189,10 @@ BAD = [  # (endpoint, body, status, param or None)
     ("chat/completions", {"model": NAME, "messages": [{"role": "robot", "content": "x"}]}, 400, "messages.0.role"),
     ("chat/completions", {"model": NAME, "messages": [{"role": "user", "content": "x"}], "tools": [{}]}, 400,
      "tools"),
+    # a lone surrogate is valid JSON but not text: a 400 naming the field, not a 500
+    ("completions", b'{"model": "%s", "prompt": "\\ud800 hi"}' % NAME.encode(), 400, "prompt"),
+    ("chat/completions", b'{"model": "%s", "messages": [{"role": "user", "content": "a\\udc00"}]}' % NAME.encode(),
+     400, "messages.0.content"),
 ]
 
 
