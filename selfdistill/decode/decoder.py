@@ -54,6 +54,10 @@ def prompt_rows(input_ids, attention_mask=None) -> list[list[int]]:
     mask = attention_mask.tolist() if isinstance(attention_mask, torch.Tensor) else list(attention_mask)
     if len(mask) != len(ids) or any(len(m) != len(r) for m, r in zip(mask, ids)):
         raise ValueError("attention_mask must have the same shape as input_ids")
+    for i, m in enumerate(mask):
+        if any(v not in (0, 1) for v in m) or "".join(map(str, m)).strip("0").count("0"):
+            raise ValueError(f"attention_mask row {i} is not one run of 1s between padding (left or right): "
+                             f"{m[:16]}{'...' if len(m) > 16 else ''}; a hole would drop a token from the middle")
     return [[t for t, m in zip(r, mr) if m] for r, mr in zip(ids, mask)]
 
 

@@ -64,6 +64,10 @@ class DecodeEngine:
         _warn_untrained_slots(model, self.strategy)
         new_cache(model)  # refuses sliding-window models before any request
         self.eos_ids = id_set(eos_token_id) if eos_token_id is not None else default_eos_ids(model)
+        if self.strategy.needs_mask_token and self.mask_token_id in self.eos_ids:
+            raise ValueError(f"mask_token_id {self.mask_token_id} is also an EOS id: every emitted mask prediction "
+                             "of it would end the row; give the mask token an id of its own")
+        self.vocab_size = model.get_input_embeddings().weight.shape[0]
         self.filler = int(pad_token_id) if pad_token_id is not None else 0
         self.max_positions = getattr(model.config, "max_position_embeddings", None)
         self._waiting: deque[RowState] = deque()
@@ -78,7 +82,8 @@ class DecodeEngine:
     def add(self, prompt: list[int], *, max_new_tokens: int, stop_strings=None, request_id: int | None = None) -> int:
         """Queue a request (validated now, before any forward); returns its id. It joins at the next step."""
         prompt = [int(t) for t in prompt]
-        check_request(prompt, max_new_tokens=max_new_tokens, max_positions=self.max_positions)
+        check_request(prompt, max_new_tokens=max_new_tokens, max_positions=self.max_positions,
+                      vocab_size=self.vocab_size)
         stopper = StopStrings(stop_strings, self.tokenizer) if stop_strings else None
         with self._lock:
             rid = next(self._ids) if request_id is None else request_id
@@ -167,12 +172,17 @@ class DecodeEngine:
         return done
 
 
-def check_request(prompt: list[int], *, max_new_tokens, max_positions: int | None, row: str = "") -> None:
-    """Refuse an empty prompt, a bad ``max_new_tokens`` or one that runs past the position table."""
+def check_request(prompt: list[int], *, max_new_tokens, max_positions: int | None, row: str = "",
+                  vocab_size: int | None = None) -> None:
+    """Refuse an empty prompt, ids outside the vocabulary (e.g. another tokenizer's), a bad ``max_new_tokens`` or
+    a prompt that runs past the position table."""
     if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be a positive int, got {max_new_tokens!r}")
     if not prompt:
         raise ValueError(f"empty prompt{row}: every row needs at least one real token")
+    if vocab_size is not None and (bad := [t for t in prompt if not 0 <= t < vocab_size]):
+        raise ValueError(f"token ids outside the model's vocabulary (size {vocab_size}){row}: {bad[:5]}; was the "
+                         "prompt made by another model's tokenizer?")
     if max_positions is not None and len(prompt) + max_new_tokens > max_positions:
         raise ValueError(
             f"prompt of {len(prompt)} tokens{row} + max_new_tokens={max_new_tokens} exceeds the model's "
@@ -219,7 +229,8 @@ def generate_many(model, prompts: list[list[int]], strategy: str | Strategy = "c
                                  pad_token_id=pad_token_id)
     engine = DecodeEngine(model, unit, max_batch=batch_size, mask_token_id=mask_token_id, eos_token_id=eos_token_id,
                           tokenizer=tokenizer, pad_token_id=pad_token_id, profile=profile)
-    check_prompts(prompts, max_new_tokens=max_new_tokens, max_positions=engine.max_positions)
+    check_prompts(prompts, max_new_tokens=max_new_tokens, max_positions=engine.max_positions,
+                  vocab_size=engine.vocab_size)
     ids = [engine.add(p, max_new_tokens=max_new_tokens, stop_strings=stop_strings) for p in prompts]
     start = clock(model.device)
     by_id = {c.request_id: c for c in engine.run()}
@@ -229,13 +240,16 @@ def generate_many(model, prompts: list[list[int]], strategy: str | Strategy = "c
     return MTPOutput.from_completions([by_id[i] for i in ids], model_calls=engine.model_calls, timings=timings)
 
 
-def check_prompts(prompts: list[list[int]], *, max_new_tokens, max_positions: int | None) -> None:
+def check_prompts(prompts: list[list[int]], *, max_new_tokens, max_positions: int | None,
+                  vocab_size: int | None = None) -> None:
     """:func:`check_request` for every prompt, naming the rows at fault."""
     if not prompts:
         raise ValueError("input_ids has no rows")
     empty = [i for i, p in enumerate(prompts) if not p]
     if empty:
         raise ValueError(f"empty prompt in row(s) {empty}: every row needs at least one real token")
+    for i, p in enumerate(prompts):
+        check_request(p, max_new_tokens=max_new_tokens, max_positions=None, row=f" (row {i})", vocab_size=vocab_size)
     longest = max(range(len(prompts)), key=lambda i: len(prompts[i]))
     check_request(prompts[longest], max_new_tokens=max_new_tokens, max_positions=max_positions,
                   row=f" (row {longest})")

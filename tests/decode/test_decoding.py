@@ -378,6 +378,13 @@ def test_bad_inputs_raise_before_any_forward():
         mtp_generate(model, [[1, 2]], strategy="beam", max_new_tokens=3)
     with pytest.raises(ValueError, match="max_new_tokens"):
         mtp_generate(model, [[1, 2]], max_new_tokens=0)
+    vocab = model.get_input_embeddings().weight.shape[0]
+    with pytest.raises(ValueError, match=rf"outside the model's vocabulary \(size {vocab}\) \(row 1\): \[{vocab}\]"):
+        mtp_generate(model, [[5, 6], [5, vocab]], max_new_tokens=3)  # another tokenizer's ids: not an IndexError
+    with pytest.raises(ValueError, match="attention_mask row 0 is not one run of 1s"):
+        mtp_generate(model, torch.tensor([[1, 2, 3]]), torch.tensor([[1, 0, 1]]), max_new_tokens=3)
+    with pytest.raises(ValueError, match="is also an EOS id"):
+        mtp_generate(model, [[1, 2]], strategy="verify", max_new_tokens=3, eos_token_id=model.config.mtp_mask_token_id)
     for strategy, margin in (("static", 1), ("conf_adapt", 0), ("verify", True), ("conf_adapt", 1.5)):
         with pytest.raises(ValueError, match="mask_margin"):
             mtp_generate(model, [[1, 2]], strategy=strategy, k=2, mask_margin=margin, max_new_tokens=3)
