@@ -80,7 +80,11 @@ def setting_options(cfg: BenchServeConfig) -> dict[str, dict]:
 
 
 def out_dir(cfg: BenchServeConfig) -> Path:
-    return Path(cfg.out) if cfg.out else ROOT / "results" / "bench_serve" / (cfg.name or Path(cfg.model).name)
+    from selfdistill.cli import plain_folder_name
+
+    if cfg.out:
+        return Path(cfg.out)
+    return ROOT / "results" / "bench_serve" / plain_folder_name(cfg.name or Path(cfg.model.rstrip("/")).name)
 
 
 def load_prompts(cfg: BenchServeConfig) -> tuple[list[str], list[str]]:

@@ -117,11 +117,10 @@ def check_config(cfg: ParetoConfig) -> None:
 
 def sweep_root(cfg: ParetoConfig) -> Path:
     """``<output_dir>/<name>``; ``name`` (default: from the model's name) must be a plain folder name."""
+    from selfdistill.cli import plain_folder_name
+
     name = cfg.name or re.sub(r"[^\w.+-]", "_", Path(cfg.model.rstrip("/")).name)
-    if not re.fullmatch(r"[\w.+-]+", name) or set(name) == {"."}:
-        raise ValueError(f"name {name!r} must be a plain folder name (letters, digits, . _ + -, not only dots); "
-                         "pass --name")
-    return Path(cfg.output_dir) / name
+    return Path(cfg.output_dir) / plain_folder_name(name, flag="--name")
 
 
 def measured_on(num_threads: int) -> dict:

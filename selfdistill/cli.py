@@ -10,6 +10,7 @@ before any model or data loads.
 from __future__ import annotations
 
 import os
+import re
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -43,12 +44,16 @@ def parse_config(cls, argv: Sequence[str] | None = None, *, default_config: str 
         config = Path(argv[argv.index("--config") + 1])
         if not config.is_file():
             parser.error(f"--config {config}: no such file")
+    import yaml
+
     try:
         (cfg,) = parser.parse_args_and_config(argv)
         if check is not None:
             check(cfg)
     except USAGE_ERRORS as err:
         parser.error(str(err))
+    except yaml.YAMLError as err:  # a malformed --config file: where it broke, not a traceback
+        parser.error(f"--config {argv[argv.index('--config') + 1]}: not valid YAML: {err}")
     return cfg
 
 
@@ -65,3 +70,11 @@ def check_output_folder(path: str | os.PathLike, *, flag: str) -> Path:
     if not os.access(parent, os.W_OK | os.X_OK):
         raise PermissionError(f"{flag} {path}: {parent} is not writable")
     return path
+
+
+def plain_folder_name(name: str, *, flag: str = "--name") -> str:
+    """``name`` if it is one plain folder name (letters, digits, ``. _ + -``, not only dots), so a results folder
+    built from it stays inside its parent (``../../x`` is refused); else a ``ValueError`` naming ``flag``."""
+    if not re.fullmatch(r"[\w.+-]+", name) or set(name) == {"."}:
+        raise ValueError(f"{flag} {name!r} must be a plain folder name (letters, digits, . _ + -, not only dots)")
+    return name

@@ -13,3 +13,4 @@ def test_bf16_units_are_read_from_the_flags_line():
 def test_provenance_names_them():
     assert provenance(["x.py"])["cpu_bf16_units"] in {"none", "unknown", "amx_bf16", "avx512_bf16",
                                                       "amx_bf16, avx512_bf16"}
+

@@ -388,7 +388,12 @@ def pop_new_rows(weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 def read_adapter_config(directory: str | os.PathLike) -> dict:
     """The adapter folder's config, checked for format and version."""
     path = Path(directory) / CONFIG_FILE
-    meta = json.loads(path.read_text())
+    try:
+        meta = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path}: not valid JSON ({err})") from None
+    if not isinstance(meta, dict):
+        raise ValueError(f"{path}: not a {FORMAT} config (a JSON object)")
     if meta.get("format") != FORMAT or meta.get("format_version") != FORMAT_VERSION:
         raise ValueError(f"{path}: not a {FORMAT} v{FORMAT_VERSION} adapter (format {meta.get('format')!r}, "
                          f"version {meta.get('format_version')!r})")
@@ -398,12 +403,11 @@ def read_adapter_config(directory: str | os.PathLike) -> dict:
 def attach_saved_adapter(model, directory: str | os.PathLike) -> GatedLoRAState:
     """Resize ``model`` (the base) to the adapter's vocabulary, restore the mask rows, apply and load the adapter;
     every saved tensor must match a parameter exactly (names and shapes)."""
-    from safetensors.torch import load_file
 
     from selfdistill.models.mask_token import set_mask_token_id, set_trained_k_max
 
     meta = read_adapter_config(directory)
-    weights = load_file(str(Path(directory) / WEIGHTS_FILE))
+    weights = read_adapter_weights(directory)
     if model.get_input_embeddings().weight.shape[0] != meta["base_vocab_size"]:
         raise ValueError(f"base model vocabulary {model.get_input_embeddings().weight.shape[0]} != the adapter's "
                          f"base_vocab_size {meta['base_vocab_size']}: wrong base model {meta['base_model']!r}?")
@@ -430,10 +434,9 @@ def warm_start(model, directory: str | os.PathLike) -> dict:
     """Continue training from a saved adapter: copy its tensors and mask-token rows into ``model``, which already
     carries gated LoRA of the same shape (rank, alpha, targets) and the same mask token and vocabulary. Returns the
     adapter's config. Anything that differs is refused, naming it, before a tensor is copied."""
-    from safetensors.torch import load_file
 
     meta = check_warm_start(model, directory)
-    weights = load_file(str(Path(directory) / WEIGHTS_FILE))
+    weights = read_adapter_weights(directory)
     rows = pop_new_rows(weights)
     base_vocab = meta["base_vocab_size"]
     with torch.no_grad():
@@ -472,14 +475,14 @@ def export_adapter(source: str | os.PathLike, destination: str | os.PathLike, *,
     ``dtype`` once. The folder is written beside ``destination`` and renamed into place."""
     import shutil
 
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import save_file
 
     src, dst = Path(source), Path(destination)
     read_adapter_config(src)
     tmp = dst.with_name(f".{dst.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    weights = {k: v.to(dtype) if v.is_floating_point() else v for k, v in load_file(str(src / WEIGHTS_FILE)).items()}
+    weights = {k: v.to(dtype) if v.is_floating_point() else v for k, v in read_adapter_weights(src).items()}
     save_file(weights, str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
     for f in src.iterdir():
         if f.is_file() and (f.name == CONFIG_FILE or f.name.startswith(("tokenizer", "special_tokens", "chat_template"))
@@ -494,6 +497,18 @@ def export_adapter(source: str | os.PathLike, destination: str | os.PathLike, *,
 def config_differences(meta: dict, expected: dict) -> dict:
     """``{key: (adapter's, expected)}`` for every key of ``expected`` where an adapter config ``meta`` differs."""
     return {k: (meta.get(k), v) for k, v in expected.items() if meta.get(k) != v}
+
+
+def read_adapter_weights(directory: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """The adapter folder's tensors; a missing, truncated or corrupt file is an error that names it."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path = Path(directory) / WEIGHTS_FILE
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError) as err:
+        raise ValueError(f"{path}: cannot read the adapter's weights ({err})") from None
 
 
 def load_adapter_tensors(model, weights: dict[str, torch.Tensor]) -> None:

@@ -156,3 +156,15 @@ def test_an_exported_bf16_adapter_loads_as_the_float32_one_rounded(tmp_path):
     loaded, _ = load_model(str(out), dtype="float32")
     for name, value in gl.adapter_tensors(loaded).items():
         assert torch.equal(value, gl.adapter_tensors(gated)[name].bfloat16().float()), name
+
+
+def test_a_corrupt_adapter_folder_is_an_error_that_names_the_file(tmp_path):
+    _, gated = _pair("llama", "sdpa")
+    gl.save_gated_lora(gated, None, tmp_path / "a", base_model="unused")
+    weights = tmp_path / "a" / gl.WEIGHTS_FILE
+    weights.write_bytes(weights.read_bytes()[:100])  # truncated
+    with pytest.raises(ValueError, match=f"{weights}: cannot read the adapter's weights"):
+        gl.attach_saved_adapter(tiny_model("llama"), tmp_path / "a")
+    (tmp_path / "a" / gl.CONFIG_FILE).write_text('{"format": ')
+    with pytest.raises(ValueError, match=f"{tmp_path / 'a' / gl.CONFIG_FILE}: not valid JSON"):
+        gl.read_adapter_config(tmp_path / "a")

@@ -86,3 +86,10 @@ def test_a_model_without_a_mask_token_may_still_be_served_as_plain_greedy_decodi
     from selfdistill.serve.__main__ import ServeConfig, check_config
 
     check_config(ServeConfig(model="tiny-teacher", strategy="static", k=1))  # no error: it feeds no mask
+
+
+def test_bench_serve_refuses_a_name_that_leaves_results(capsys):
+    bench = load_script("bench_serve")
+    with pytest.raises(SystemExit) as exit_:
+        bench.main(["--name", "../../x"])
+    assert exit_.value.code == 2 and "--name '../../x' must be a plain folder name" in capsys.readouterr().err
