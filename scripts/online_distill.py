@@ -65,5 +65,6 @@ if __name__ == "__main__":
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
         main(parse_config())
-    except (TrainingDivergedError, NoLossItemsError, ResumeMismatchError, FileExistsError, FileNotFoundError) as err:
+    except (TrainingDivergedError, NoLossItemsError, ResumeMismatchError, FileExistsError, FileNotFoundError,
+            NotADirectoryError, PermissionError) as err:
         raise SystemExit(f"online_distill.py: error: {err}") from None

@@ -161,6 +161,9 @@ def clear_previous_run(output_dir: str) -> None:
 def prepare_output_dir(cfg) -> None:
     """Check ``cfg.output_dir`` and ``cfg.resume_from_checkpoint`` before anything loads (module docstring), set
     ``cfg.resume_from_checkpoint`` to the resolved checkpoint path, tidy the folder and write the config."""
+    from selfdistill.cli import check_output_folder
+
+    check_output_folder(cfg.output_dir, flag="output_dir")  # a file, or a folder that cannot be written: say so
     resume = resolve_resume(cfg.resume_from_checkpoint, cfg.output_dir)
     cfg.resume_from_checkpoint = resume
     if cfg.process_index != 0:  # the main process checks and tidies; torchrun stops the others if it fails

@@ -113,3 +113,9 @@ def test_a_run_that_failed_before_starting_does_not_block_its_re_run(tokenizer, 
     assert [p.name for p in (tmp_path / "run").iterdir()] == [RESOLVED_CONFIG]  # unstarted
     trainer = _train(tokenizer, tmp_path / "run", max_steps=2)
     assert trainer.state.global_step == 2
+
+
+def test_an_output_dir_that_is_a_file_is_refused_with_a_message(tokenizer, tmp_path):
+    (tmp_path / "taken").write_text("a file")
+    with pytest.raises(NotADirectoryError, match="output_dir .*taken is an existing file"):
+        _train(tokenizer, tmp_path / "taken", max_steps=1)
