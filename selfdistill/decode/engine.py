@@ -71,6 +71,7 @@ class DecodeEngine:
         self.filler = int(pad_token_id) if pad_token_id is not None else 0
         self.max_positions = getattr(model.config, "max_position_embeddings", None)
         self._waiting: deque[RowState] = deque()
+        self._prefilling: list[RowState] = []  # popped from _waiting, in their first pass: still this engine's work
         self._cancelled: set[int] = set()
         self._batch = SlotBatch(model)
         self._lock = threading.Lock()
@@ -87,6 +88,8 @@ class DecodeEngine:
         stopper = StopStrings(stop_strings, self.tokenizer) if stop_strings else None
         with self._lock:
             rid = next(self._ids) if request_id is None else request_id
+            if any(r.request_id == rid for r in (*self._waiting, *self._prefilling, *self._batch.rows)):
+                raise ValueError(f"request_id {rid} is already in this engine; ids must be unique")
             self._waiting.append(RowState(rid, prompt, max_new_tokens, self.eos_ids, self.strategy.num_masks,
                                           stopper))
         return rid
@@ -98,8 +101,8 @@ class DecodeEngine:
                 if row.request_id == request_id:
                     self._waiting.remove(row)
                     return True
-            if any(r.request_id == request_id for r in self._batch.rows):
-                self._cancelled.add(request_id)
+            if any(r.request_id == request_id for r in (*self._prefilling, *self._batch.rows)):
+                self._cancelled.add(request_id)  # leaves before its next pass (a prefilling row: its second)
                 return True
         return False
 
@@ -113,7 +116,7 @@ class DecodeEngine:
 
     @property
     def has_work(self) -> bool:
-        return bool(self._batch.rows or self._waiting)
+        return bool(self._batch.rows or self._waiting or self._prefilling)
 
     # ---- passes ---------------------------------------------------------------------------------------------
     @torch.no_grad()
@@ -128,10 +131,13 @@ class DecodeEngine:
         with self._lock:
             free = self.max_batch - len(self._batch)
             newcomers = [self._waiting.popleft() for _ in range(min(free, len(self._waiting)))]
+            self._prefilling = newcomers  # in no queue while their first pass runs, but owned: has_work, cancel
         if newcomers:
             fresh = SlotBatch(self.model, newcomers)
             updates += self._pass(fresh)
-            self._batch.extend(fresh)
+            with self._lock:
+                self._batch.extend(fresh)
+                self._prefilling = []
         return updates
 
     def _pass(self, batch: SlotBatch) -> list[Update]:

@@ -229,3 +229,28 @@ def test_takes_option():
     assert not takes_option("static", "k_max") and not takes_option("generate", "k_max")
     with pytest.raises(ValueError, match="unknown strategy"):
         takes_option("nope", "k_max")
+
+
+def test_a_row_in_its_first_pass_is_the_engines_work_and_can_be_cancelled_there():
+    """While a newcomer's prefill runs it is in neither queue: the engine must still own it (has_work, so a
+    scheduler does not evict the engine under it) and cancel it, after which it takes no further pass."""
+    model = peaked_model("llama", "sdpa")
+    engine = DecodeEngine(model, "static", k=2, max_batch=4)
+    rid = engine.add([5, 6, 7], max_new_tokens=40)
+    seen = {}
+
+    def during_prefill(module, args, kwargs, output):
+        if "has_work" not in seen:
+            seen["has_work"], seen["cancelled"] = engine.has_work, engine.cancel(rid)
+
+    handle = model.register_forward_hook(during_prefill, with_kwargs=True)
+    try:
+        engine.step()  # the prefill pass; the hook runs inside it
+        engine.step()  # the cancelled row leaves before this pass
+    finally:
+        handle.remove()
+    assert seen == {"has_work": True, "cancelled": True}
+    assert not engine.has_work and engine.model_calls == 1
+    engine.add([1, 2], max_new_tokens=2, request_id=7)
+    with pytest.raises(ValueError, match="already in this engine"):  # two completions must never share an id
+        engine.add([1, 2], max_new_tokens=2, request_id=7)
