@@ -38,6 +38,8 @@ class ServeConfig:
     chat_template: str | None = field(default=None, metadata={
         "help": "a Jinja chat template file for /v1/chat/completions (default: the tokenizer's)"})
     default_max_tokens: int = field(default=256, metadata={"help": "chat budget when a request gives none"})
+    max_body_bytes: int = field(default=1 << 20, metadata={
+        "help": "largest request body accepted; a larger one gets a 413 before it is parsed"})
     host: str = "127.0.0.1"
     port: int = 8000
     log_level: str = "info"
@@ -64,7 +66,7 @@ def check_config(cfg: ServeConfig) -> None:
     if unit.baseline:
         raise ValueError(f"--strategy {cfg.strategy} is a model.generate baseline; serve plain greedy decoding with "
                          "--strategy static --k 1")
-    for name in ("max_batch", "max_engines", "default_max_tokens"):
+    for name in ("max_batch", "max_engines", "default_max_tokens", "max_body_bytes"):
         if getattr(cfg, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(cfg, name)}")
     if not 0 <= cfg.port <= 65535:
@@ -107,7 +109,7 @@ def build_app(cfg: ServeConfig):
     template = Path(cfg.chat_template).read_text() if cfg.chat_template else None
     return create_app(model, tokenizer, model_name=cfg.served_model_name or cfg.model, strategy=unit,
                       max_batch=cfg.max_batch, max_engines=cfg.max_engines, chat_template=template,
-                      default_max_tokens=cfg.default_max_tokens)
+                      default_max_tokens=cfg.default_max_tokens, max_body_bytes=cfg.max_body_bytes)
 
 
 def main(argv: list[str] | None = None) -> None:

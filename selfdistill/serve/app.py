@@ -14,6 +14,7 @@ import copy
 import json
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
@@ -29,13 +30,18 @@ from selfdistill.serve.scheduler import Scheduler
 from selfdistill.serve.schemas import APIError, ChatRequest, CompletionRequest, parse_body
 
 log = logging.getLogger("selfdistill.serve")
+#: Default cap on a request body: ample for any context this engine serves (a 2,048-token prompt is ~10 KB).
+MAX_BODY_BYTES = 1 << 20
 
 
 def create_app(model, tokenizer, *, model_name: str, strategy: Strategy, max_batch: int = 16,
-               max_engines: int = 4, chat_template: str | None = None, default_max_tokens: int = 256) -> FastAPI:
+               max_engines: int = 4, chat_template: str | None = None, default_max_tokens: int = 256,
+               max_body_bytes: int = MAX_BODY_BYTES) -> FastAPI:
     """The server over ``model`` (eval mode, on its device). The scheduler thread starts with the app's lifespan
-    (uvicorn) and stops with it."""
+    (uvicorn) and stops with it. A request body over ``max_body_bytes`` is a 413; parsing, templating and
+    tokenizing run on one planner thread, off the event loop, so a long prompt never stalls other requests."""
     scheduler = Scheduler(model, tokenizer, strategy, max_batch=max_batch, max_engines=max_engines)
+    planner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="selfdistill-plan")  # one tokenizer user
     ctx = ServeContext(model_name=model_name, tokenizer=copy.deepcopy(tokenizer), strategy=strategy,
                        max_positions=getattr(model.config, "max_position_embeddings", None),
                        check_setting=scheduler.check_setting, chat_template=chat_template,
@@ -51,6 +57,7 @@ def create_app(model, tokenizer, *, model_name: str, strategy: Strategy, max_bat
             yield
         finally:
             scheduler.stop()
+            planner.shutdown(wait=False, cancel_futures=True)
 
     app = FastAPI(title="selfdistill", lifespan=lifespan)
     app.state.scheduler, app.state.ctx = scheduler, ctx
@@ -70,17 +77,38 @@ def create_app(model, tokenizer, *, model_name: str, strategy: Strategy, max_bat
             raise APIError(404, f"the model {model_id!r} does not exist", param="model", code="model_not_found")
         return _model_card(model_name, created)
 
+    async def planned(request: Request, cls, plan_fn) -> Plan:
+        raw = await _read_body(request, max_body_bytes)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(planner, lambda: plan_fn(parse_body(raw, cls), ctx))
+
     @app.post("/v1/completions")
     async def completions(request: Request):
-        req = parse_body(await request.body(), CompletionRequest)
-        return await _serve(request, plan_completion(req, ctx), scheduler, ctx, chat=False)
+        return await _serve(request, await planned(request, CompletionRequest, plan_completion), scheduler, ctx,
+                            chat=False)
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request):
-        req = parse_body(await request.body(), ChatRequest)
-        return await _serve(request, plan_chat(req, ctx), scheduler, ctx, chat=True)
+        return await _serve(request, await planned(request, ChatRequest, plan_chat), scheduler, ctx, chat=True)
 
     return app
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    """The request body, refused with a 413 as soon as it is known to exceed ``limit`` bytes (by its
+    Content-Length, or while it streams in)."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise APIError(413, f"the request body ({declared} bytes) exceeds this server's limit of {limit} bytes "
+                       "(--max-body-bytes)", code="request_too_large")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise APIError(413, f"the request body exceeds this server's limit of {limit} bytes (--max-body-bytes)",
+                           code="request_too_large")
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def _model_card(name: str, created: int) -> dict:

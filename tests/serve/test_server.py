@@ -227,3 +227,14 @@ def test_bad_requests_get_openai_errors_while_a_good_one_runs(server, client):
         client.completions.create(model=NAME, prompt=prompt, temperature=1.0)
     with pytest.raises(openai.NotFoundError):
         client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}])
+
+
+def test_an_oversized_body_is_a_413_and_the_server_stays_responsive(server):
+    """A body over the limit (default 1 MiB) is refused before it is parsed or tokenized; /health answers."""
+    from selfdistill.serve.app import MAX_BODY_BYTES
+
+    big = json.dumps({"model": NAME, "prompt": "x " * (MAX_BODY_BYTES // 2 + 10)}).encode()
+    resp = httpx.post(f"{server.url}/v1/completions", content=big, headers={"content-type": "application/json"},
+                      timeout=60)
+    assert resp.status_code == 413 and resp.json()["error"]["code"] == "request_too_large"
+    assert httpx.get(f"{server.url}/health", timeout=10).json()["status"] == "ok"
