@@ -93,7 +93,11 @@ def plan_chat(req: ChatRequest, ctx: ServeContext) -> Plan:
     budget = req.max_completion_tokens or req.max_tokens
     if budget is None:
         room = ctx.max_positions - len(ids) if ctx.max_positions is not None else ctx.default_max_tokens
-        budget = max(1, min(ctx.default_max_tokens, room))
+        if room < 1:  # the user set no budget: say what is too long, not a max_new_tokens they never gave
+            raise APIError(400, f"the messages are {len(ids)} tokens with the chat template, which fills this "
+                           f"model's context of {ctx.max_positions} tokens; shorten them", param="messages",
+                           code="context_length_exceeded")
+        budget = min(ctx.default_max_tokens, room)
     return _plan(req, ctx, [ids], budget, param="messages")
 
 

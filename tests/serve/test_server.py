@@ -189,6 +189,8 @@ BAD = [  # (endpoint, body, status, param or None)
     ("chat/completions", {"model": NAME, "messages": [{"role": "robot", "content": "x"}]}, 400, "messages.0.role"),
     ("chat/completions", {"model": NAME, "messages": [{"role": "user", "content": "x"}], "tools": [{}]}, 400,
      "tools"),
+    # chat over the context with no max_tokens: a 400 about the messages (no max_new_tokens the user never set)
+    ("chat/completions", {"model": NAME, "messages": [{"role": "user", "content": "x " * 3000}]}, 400, "messages"),
     # a lone surrogate is valid JSON but not text: a 400 naming the field, not a 500
     ("completions", b'{"model": "%s", "prompt": "\\ud800 hi"}' % NAME.encode(), 400, "prompt"),
     ("chat/completions", b'{"model": "%s", "messages": [{"role": "user", "content": "a\\udc00"}]}' % NAME.encode(),
@@ -220,6 +222,7 @@ def test_bad_requests_get_openai_errors_while_a_good_one_runs(server, client):
     for (endpoint, body, status, param), resp in zip(BAD, answers):
         err = resp.json()["error"]
         assert (resp.status_code, err["param"]) == (status, param), (body, err)
+        assert "max_new_tokens=1" not in err["message"]
         assert set(err) == {"message", "type", "param", "code"} and err["message"]
     assert text == alone
     assert complete(client, prompt, max_tokens=8)[0]  # and it keeps serving
