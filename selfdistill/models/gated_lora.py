@@ -412,14 +412,7 @@ def attach_saved_adapter(model, directory: str | os.PathLike) -> GatedLoRAState:
         raise ValueError(f"base model vocabulary {model.get_input_embeddings().weight.shape[0]} != the adapter's "
                          f"base_vocab_size {meta['base_vocab_size']}: wrong base model {meta['base_model']!r}?")
     model.resize_token_embeddings(meta["vocab_size"], mean_resizing=False)
-    rows = pop_new_rows(weights)
-    with torch.no_grad():
-        for key, matrix in ((NEW_ROWS_KEY, model.get_input_embeddings().weight),
-                            (NEW_OUTPUT_ROWS_KEY, _untied_output(model))):
-            if (key in rows) != (matrix is not None):
-                raise ValueError(f"adapter and base model disagree on tied embeddings ({key})")
-            if matrix is not None:
-                matrix[meta["base_vocab_size"]:] = rows[key].to(matrix.dtype)
+    restore_new_rows(model, pop_new_rows(weights), base_vocab_size=meta["base_vocab_size"])
     set_mask_token_id(model, meta["mask_token_id"])
     if "trained_k_max" in meta:
         set_trained_k_max(model, int(meta["trained_k_max"]))
@@ -434,20 +427,23 @@ def warm_start(model, directory: str | os.PathLike) -> dict:
     """Continue training from a saved adapter: copy its tensors and mask-token rows into ``model``, which already
     carries gated LoRA of the same shape (rank, alpha, targets) and the same mask token and vocabulary. Returns the
     adapter's config. Anything that differs is refused, naming it, before a tensor is copied."""
-
     meta = check_warm_start(model, directory)
     weights = read_adapter_weights(directory)
-    rows = pop_new_rows(weights)
-    base_vocab = meta["base_vocab_size"]
+    restore_new_rows(model, pop_new_rows(weights), base_vocab_size=meta["base_vocab_size"])
+    load_adapter_tensors(model, weights)
+    return meta
+
+
+def restore_new_rows(model, rows: dict[str, torch.Tensor], *, base_vocab_size: int) -> None:
+    """Write an adapter's mask-token rows (:func:`pop_new_rows`) into ``model``'s embedding (and untied output)
+    matrix from ``base_vocab_size`` on; refused if the adapter and the model disagree on tied embeddings."""
     with torch.no_grad():
         for key, matrix in ((NEW_ROWS_KEY, model.get_input_embeddings().weight),
                             (NEW_OUTPUT_ROWS_KEY, _untied_output(model))):
             if (key in rows) != (matrix is not None):
-                raise ValueError(f"{directory}: adapter and model disagree on tied embeddings ({key})")
+                raise ValueError(f"adapter and base model disagree on tied embeddings ({key})")
             if matrix is not None:
-                matrix[base_vocab:] = rows[key].to(matrix.dtype)
-    load_adapter_tensors(model, weights)
-    return meta
+                matrix[base_vocab_size:] = rows[key].to(matrix.dtype)
 
 
 def check_warm_start(model, directory: str | os.PathLike) -> dict:
