@@ -35,10 +35,12 @@ def positive_int(value) -> str | None:
 
 
 def threshold_value(value) -> str | None:
-    """A confidence threshold: a finite real >= 0 (NaN would decode greedily and a negative value accept every
-    mask, silently; above 1 accepts no mask prediction)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-        return f"must be a finite number >= 0, got {value!r}"
+    """A confidence threshold: a probability in [0, 1], the one rule of every entry point (NaN would decode
+    greedily and a negative value accept every mask, silently; above 1 no mask prediction could pass, which is
+    plain greedy decoding: ask for static k=1 instead)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or not (
+            0 <= value <= 1):
+        return f"must be a probability in [0, 1], got {value!r}"
     return None
 
 

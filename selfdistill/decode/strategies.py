@@ -139,7 +139,7 @@ class ConfAdapt(_EngineStrategy):
 
     name, label, sweep_flag, curve = "conf_adapt", "ConfAdapt (threshold)", "conf_adapt", "threshold"
     plot_style = dict(color="tab:blue", marker="o", ls="-")
-    options = (Option("threshold", 0.9, threshold_value, "tau (> 1: plain greedy)", float), K_MAX, MARGIN)
+    options = (Option("threshold", 0.9, threshold_value, "tau, a probability in [0, 1]", float), K_MAX, MARGIN)
     bench_points = ({"threshold": 0.99}, {"threshold": 0.9}, {"threshold": 0.7},
                     {"threshold": 0.9, "mask_margin": 2}, {"threshold": 0.7, "mask_margin": 2})
 

@@ -170,10 +170,12 @@ def greedy_reference(model, prompt, max_new_tokens):
 @pytest.mark.parametrize("attn", ATTNS)
 @pytest.mark.parametrize("arch", ARCHS)
 def test_greedy_equivalent_strategies_match_generate(arch, attn):
-    cases = [dict(strategy="static", k=1), dict(strategy="conf_adapt", threshold=1.01)]
+    # ConfAdapt with no mask to read (k_max 1) is greedy decoding; its rejection rule is tested by hand in
+    # test_acceptance (thresholds are probabilities, so "accept none" is no longer a threshold above 1)
+    cases = [dict(strategy="static", k=1), dict(strategy="conf_adapt", threshold=0.9, k_max=1)]
     cases += [dict(strategy="verify", k_max=k_max, threshold=thr) for k_max, thr in ((2, 0.0), (4, 0.5), (16, 0.0))]
     cases += [dict(strategy="verify", k_max=16, threshold=0.0, mask_margin=1),
-              dict(strategy="conf_adapt", threshold=1.01, mask_margin=2)]
+              dict(strategy="conf_adapt", threshold=0.9, k_max=1, mask_margin=2)]
     for model in (peaked_model(arch, attn), collapsed_model(arch, attn, 0.5)):
         for prompt in make_prompts(2, seed=3):
             expected = greedy_reference(model, prompt, 16)

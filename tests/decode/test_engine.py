@@ -120,7 +120,7 @@ def test_bad_requests_raise_before_any_forward():
         generate_many(model, [[1, 2], []], "static", max_new_tokens=3)
 
 
-@pytest.mark.parametrize("bad", [float("nan"), -0.1, float("inf"), "0.9", True])
+@pytest.mark.parametrize("bad", [float("nan"), -0.1, float("inf"), "0.9", True, 1.5, 2])
 def test_one_threshold_validation_everywhere(bad):
     from selfdistill.eval.evaluation import DecodeSetting
 

@@ -183,6 +183,7 @@ BAD = [  # (endpoint, body, status, param or None)
     ("completions", {"model": NAME, "prompt": [5, 99999]}, 400, "prompt"),
     ("completions", {"model": NAME, "prompt": "x", "selfdistill": {"strategy": "verify", "k": 2}}, 400, "selfdistill"),
     ("completions", {"model": NAME, "prompt": "x", "selfdistill": {"threshold": float("nan")}}, 400, "selfdistill"),
+    ("completions", {"model": NAME, "prompt": "x", "selfdistill": {"threshold": 2}}, 400, "selfdistill"),  # [0, 1]
     ("completions", {"model": NAME, "prompt": "x", "selfdistill": {"strategy": "generate"}}, 400, "selfdistill"),
     ("completions", {"model": NAME, "prompt": "x", "selfdistill": {"strategy": "beam"}}, 400, "selfdistill"),
     ("chat/completions", {"model": NAME, "messages": []}, 400, "messages"),
