@@ -108,7 +108,8 @@ class DecodeEngine:
 
     @property
     def running(self) -> int:
-        return len(self._batch)
+        """Rows in flight, those in their first pass included."""
+        return len(self._batch) + len(self._prefilling)
 
     @property
     def waiting(self) -> int:
