@@ -21,9 +21,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import json
-import socket
 import statistics
-import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -96,38 +94,14 @@ def load_prompts(cfg: BenchServeConfig) -> tuple[list[str], list[str]]:
     return [render_prompt(r, style="zero_shot") for r in rows], stop_strings("gsm8k", style="zero_shot")
 
 
-class Server:
-    """``python -m selfdistill.serve`` in a subprocess; ``with Server(cfg) as url``, stopped on exit."""
+def server(cfg: BenchServeConfig):
+    """``python -m selfdistill.serve`` for this benchmark (a subprocess; ``with server(cfg) as url``)."""
+    from selfdistill.serve.process import ServeProcess
 
-    def __init__(self, cfg: BenchServeConfig):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        args = ["--model", cfg.model, "--strategy", "static", "--k", "1", "--max-batch", str(cfg.max_batch),
-                "--max-engines", str(len(SETTINGS)), "--port", str(self.port), "--log-level", "warning"]
-        args += [a for flag, v in (("--dtype", cfg.dtype), ("--device", cfg.device)) if v for a in (flag, v)]
-        self.cmd, self.timeout = [sys.executable, "-m", "selfdistill.serve", *args], cfg.startup_timeout
-
-    def __enter__(self) -> str:
-        import httpx
-
-        self.proc = subprocess.Popen(self.cmd, cwd=ROOT)
-        url, deadline = f"http://127.0.0.1:{self.port}", time.monotonic() + self.timeout
-        while time.monotonic() < deadline and self.proc.poll() is None:
-            try:
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                    return url
-            except httpx.TransportError:
-                time.sleep(0.5)
-        self.__exit__()
-        raise RuntimeError(f"the server did not come up: {' '.join(self.cmd)}")
-
-    def __exit__(self, *exc):
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
+    args = ["--model", cfg.model, "--strategy", "static", "--k", "1", "--max-batch", str(cfg.max_batch),
+            "--max-engines", str(len(SETTINGS)), "--log-level", "warning"]
+    args += [a for flag, v in (("--dtype", cfg.dtype), ("--device", cfg.device)) if v for a in (flag, v)]
+    return ServeProcess(args, startup_timeout=cfg.startup_timeout)
 
 
 async def one_request(http, url: str, body: dict) -> dict:
@@ -204,7 +178,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     settings = ["plain_static_k1", *[s for s in cfg.settings if s != "plain_static_k1"]]
     options = setting_options(cfg)
     rows = []
-    with Server(cfg) as url:
+    with server(cfg) as url:
         for conc in cfg.concurrency:  # settings interleaved inside each concurrency
             for setting in settings:
                 endpoint, bodies = request_bodies(url, cfg.model, prompts, stops, options[setting],

@@ -72,7 +72,9 @@ class DecodeEngine:
         self.max_positions = getattr(model.config, "max_position_embeddings", None)
         self._waiting: deque[RowState] = deque()
         self._prefilling: list[RowState] = []  # popped from _waiting, in their first pass: still this engine's work
-        self._cancelled: set[int] = set()
+        self._cancelled: dict[int, int] = {}  # request id -> passes its row had taken when it was cancelled
+        #: most passes any cancelled row took part in after its cancel (a pass already running then counts: <= 1)
+        self.passes_after_cancel = 0
         self._batch = SlotBatch(model)
         self._lock = threading.Lock()
         self._ids = itertools.count()
@@ -101,9 +103,10 @@ class DecodeEngine:
                 if row.request_id == request_id:
                     self._waiting.remove(row)
                     return True
-            if any(r.request_id == request_id for r in (*self._prefilling, *self._batch.rows)):
-                self._cancelled.add(request_id)  # leaves before its next pass (a prefilling row: its second)
-                return True
+            for row in (*self._prefilling, *self._batch.rows):
+                if row.request_id == request_id:  # leaves before its next pass (a prefilling row: its second)
+                    self._cancelled[request_id] = len(row.per_pass)
+                    return True
         return False
 
     @property
@@ -126,6 +129,10 @@ class DecodeEngine:
         that took part in a pass (finished ones carry their :class:`Completion`)."""
         with self._lock:
             if self._cancelled:
+                for row in self._batch.rows:
+                    if row.request_id in self._cancelled:
+                        late = len(row.per_pass) - self._cancelled[row.request_id]
+                        self.passes_after_cancel = max(self.passes_after_cancel, late)
                 self._batch.keep([i for i, r in enumerate(self._batch.rows) if r.request_id not in self._cancelled])
                 self._cancelled.clear()
         updates = self._pass(self._batch) if self._batch.rows else []

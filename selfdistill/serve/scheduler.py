@@ -62,6 +62,7 @@ class Scheduler:
         self._stopping = False
         self.cancelled = 0
         self.completed = 0
+        self._evicted_passes_after_cancel = 0  # evicted engines' most passes after a cancel, kept for /health
         with self._lock:
             self._engine_for(strategy)  # a strategy the model cannot run fails at start-up
         self._thread = threading.Thread(target=self._loop, name="selfdistill-scheduler", daemon=True)
@@ -94,8 +95,10 @@ class Scheduler:
         with self._lock:
             engines = [{"setting": s.setting_name, "running": e.running, "waiting": e.waiting,
                         "model_calls": e.model_calls} for s, e in self._engines.items()]
+            late = max([self._evicted_passes_after_cancel, *(e.passes_after_cancel for e in self._engines.values())])
         return {"running": sum(e["running"] for e in engines), "waiting": sum(e["waiting"] for e in engines),
-                "completed": self.completed, "cancelled": self.cancelled, "engines": engines}
+                "completed": self.completed, "cancelled": self.cancelled, "max_passes_after_cancel": late,
+                "engines": engines}
 
     def _engine_for(self, strategy: Strategy) -> DecodeEngine:
         """The engine of ``strategy`` (caller holds the lock), made on demand, evicting an idle one if full."""
@@ -107,6 +110,8 @@ class Scheduler:
                 raise APIError(503, f"all {self.max_engines} decoding settings are busy; retry, or use the "
                                "server's default setting", param="selfdistill", code="engines_busy",
                                type="server_error")
+            self._evicted_passes_after_cancel = max(self._evicted_passes_after_cancel,
+                                                    self._engines[idle[0]].passes_after_cancel)
             del self._engines[idle[0]]
         engine = DecodeEngine(self.model, strategy, max_batch=self.max_batch, tokenizer=self.tokenizer,
                               pad_token_id=self.tokenizer.pad_token_id)

@@ -85,6 +85,7 @@ def test_a_client_that_leaves_during_prefill_costs_at_most_that_pass(slow_prefil
     state = httpx.get(f"{url}/health", timeout=10).json()
     engine = next(e for e in state["engines"] if e["setting"] == "static_k2")
     assert state["cancelled"] == 1 and state["running"] == 0 and state["waiting"] == 0
+    assert state["max_passes_after_cancel"] <= 1  # the engine's own record: the pass already running, no more
     assert 1 <= engine["model_calls"] <= 2  # its prefill, and at most one more: not 200 passes to its budget
     time.sleep(0.5)
     later = next(e for e in httpx.get(f"{url}/health", timeout=10).json()["engines"] if e["setting"] == "static_k2")
