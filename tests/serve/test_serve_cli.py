@@ -93,3 +93,14 @@ def test_bench_serve_refuses_a_name_that_leaves_results(capsys):
     with pytest.raises(SystemExit) as exit_:
         bench.main(["--name", "../../x"])
     assert exit_.value.code == 2 and "--name '../../x' must be a plain folder name" in capsys.readouterr().err
+
+
+def test_the_stress_plan_mixes_settings_and_draws_its_leavers_under_the_seed():
+    from selfdistill.serve.stress import SETTINGS, plan
+
+    requests = plan(48, 16, model="m", prompts=["a", "b"], max_tokens=8, seed=0)
+    assert len(requests) == 48 and sum(r["leave_after"] is not None for r in requests) == 16
+    assert {r["body"]["selfdistill"]["strategy"] for r in requests} == {s["strategy"] for s in SETTINGS}
+    assert {r["body"]["stream"] for r in requests} == {True, False}
+    assert plan(48, 16, model="m", prompts=["a"], max_tokens=8, seed=0)[5]["leave_after"] == \
+        plan(48, 16, model="m", prompts=["a"], max_tokens=8, seed=0)[5]["leave_after"]
