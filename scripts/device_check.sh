@@ -19,11 +19,11 @@ run() {  # name, command...: run one part, log it, remember a failure, go on
   if ! timeout 300 "$@" > "$OUT/$name.log" 2>&1; then echo "!! $name failed (see $OUT/$name.log)"; status=1; fi
   tail -n 3 "$OUT/$name.log"
 }
-run tree "$PY" -m selfdistill.device_check tree --out "$OUT"
+run tree "$PY" -m selfdistill.eval.device_check tree --out "$OUT"
 if [ "$CPU_ONLY" = 1 ]; then exit $status; fi
 "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 3)" || { echo "no CUDA device" >&2; exit 3; }
-run lossless "$PY" -m selfdistill.device_check lossless --device cuda --out "$OUT"
-run gated_pass "$PY" -m selfdistill.device_check gated_pass --device cuda --out "$OUT"
+run lossless "$PY" -m selfdistill.eval.device_check lossless --device cuda --out "$OUT"
+run gated_pass "$PY" -m selfdistill.eval.device_check gated_pass --device cuda --out "$OUT"
 run bench_train "$PY" scripts/bench_train.py --device cuda --dtype bfloat16 --hidden_size 576 --num_layers 30 \
     --steps 5 --out "$OUT/bench_train"
 run train_full "$PY" scripts/online_distill.py --config configs/tiny.yaml --use_cpu false --max_steps 20 \

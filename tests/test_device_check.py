@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from selfdistill import device_check
+from selfdistill.eval import device_check
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "scripts" / "device_check.sh"

@@ -7,9 +7,10 @@ import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent.parent
+from selfdistill.paths import REPO_ROOT
+
+ROOT = REPO_ROOT
 
 
 class ServeProcess:

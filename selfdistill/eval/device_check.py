@@ -21,7 +21,9 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
+from selfdistill.paths import REPO_ROOT
+
+ROOT = REPO_ROOT
 TREE_LIMIT = 64 << 20
 SMOLLM2_SHAPE = dict(vocab_size=49152, hidden_size=576, num_layers=30, num_heads=9, num_kv_heads=3,
                      intermediate_size=1536, tie_word_embeddings=True)
