@@ -49,14 +49,3 @@ def _inside_aten(event) -> bool:
         parent = parent.cpu_parent
     return False
 
-
-def ops_per_call(fn: Callable[[int], object], *, low: int, high: int) -> float:
-    """Ops per unit of ``fn(n)`` between ``n = low`` and ``n = high`` (e.g. ``generate``'s ops per new token, with
-    the prefill and set-up cancelled out): ``(count(high) - count(low)) / (high - low)``, counting all ops."""
-    return (count_ops(lambda: fn(high)).all - count_ops(lambda: fn(low)).all) / (high - low)
-
-
-def compute_per_call(fn: Callable[[int], object], *, low: int, high: int) -> float:
-    """As :func:`ops_per_call`, for compute ops."""
-    return (count_ops(lambda: fn(high)).compute - count_ops(lambda: fn(low)).compute) / (high - low)
-

@@ -263,7 +263,5 @@ def check_prompts(prompts: list[list[int]], *, max_new_tokens, max_positions: in
     if empty:
         raise ValueError(f"empty prompt in row(s) {empty}: every row needs at least one real token")
     for i, p in enumerate(prompts):
-        check_request(p, max_new_tokens=max_new_tokens, max_positions=None, row=f" (row {i})", vocab_size=vocab_size)
-    longest = max(range(len(prompts)), key=lambda i: len(prompts[i]))
-    check_request(prompts[longest], max_new_tokens=max_new_tokens, max_positions=max_positions,
-                  row=f" (row {longest})")
+        check_request(p, max_new_tokens=max_new_tokens, max_positions=max_positions, row=f" (row {i})",
+                      vocab_size=vocab_size)

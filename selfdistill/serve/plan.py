@@ -74,7 +74,7 @@ def plan_completion(req: CompletionRequest, ctx: ServeContext) -> Plan:
         prompt = [prompt]
     if not prompt:
         raise APIError(400, "prompt is empty", param="prompt", code="invalid_prompt")
-    ids = [_token_ids(p, ctx) if isinstance(p, list) else ctx.tokenizer(p).input_ids for p in prompt]
+    ids = [list(p) if isinstance(p, list) else ctx.tokenizer(p).input_ids for p in prompt]  # ids: _plan checks
     budget = req.max_tokens or COMPLETIONS_DEFAULT_MAX_TOKENS
     return _plan(req, ctx, ids, budget, param="prompt")
 
@@ -107,7 +107,7 @@ def _plan(req, ctx: ServeContext, ids: list[list[int]], budget: int, *, param: s
                        param="model", code="model_not_found")
     for p in ids:
         try:
-            check_request(p, max_new_tokens=budget, max_positions=ctx.max_positions)
+            check_request(p, max_new_tokens=budget, max_positions=ctx.max_positions, vocab_size=ctx.vocab_size)
         except ValueError as err:
             too_long = ctx.max_positions is not None and len(p) + budget > ctx.max_positions
             raise APIError(400, str(err), param=param,
@@ -115,11 +115,3 @@ def _plan(req, ctx: ServeContext, ids: list[list[int]], budget: int, *, param: s
     strategy = ctx.strategy_of(req.selfdistill)
     include_usage = bool(req.stream_options and req.stream_options.include_usage)
     return Plan(ids, budget, req.stops(), strategy, req.stream, include_usage)
-
-
-def _token_ids(prompt: list[int], ctx: ServeContext) -> list[int]:
-    bad = [t for t in prompt if not 0 <= t < ctx.vocab_size]
-    if bad:
-        raise APIError(400, f"token ids outside the vocabulary (size {ctx.vocab_size}): {bad[:5]}", param="prompt",
-                       code="invalid_prompt")
-    return list(prompt)
