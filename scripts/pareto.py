@@ -46,6 +46,9 @@ class ParetoConfig:
     k_max: int | None = field(default=None, metadata={
         "help": f"prediction positions per pass (ConfAdapt, verify); default: the k_max the model was trained on "
                 f"where it records one (config.mtp_trained_k_max), else {PAPER_K_MAX}"})
+    calibrated: bool | None = field(default=None, metadata={
+        "help": "ConfAdapt compares calibrated confidences (the model's mtp_calibration.json) with its thresholds; "
+                "default: when the model has one; false: raw softmax"})
     static_k: list[int] = field(default_factory=lambda: list(PAPER_STATIC_K), metadata={"help": "static k values"})
     static: bool = field(default=True, metadata={"help": "include the static k settings (--static_k)"})
     conf_adapt: bool = field(default=True, metadata={"help": "include the ConfAdapt settings (--thresholds)"})
@@ -134,9 +137,10 @@ def measured_on(num_threads: int) -> dict:
     return {"num_threads": num_threads, "host": platform.node(), "hardware": hardware(), "torch": torch.__version__}
 
 
-def settings(cfg: ParetoConfig, *, trained_k_max: int | None = None):
+def settings(cfg: ParetoConfig, *, trained_k_max: int | None = None, has_calibration: bool = False):
     """The grid: every registered sweep strategy whose switch (its ``sweep_flag``, a field above) is on.
-    ``trained_k_max``: the model's (``loader.trained_k_max_at``), the ``k_max`` when ``--k_max`` is not given."""
+    ``trained_k_max``: the model's (``loader.trained_k_max_at``), the ``k_max`` when ``--k_max`` is not given;
+    ``has_calibration``: whether the model carries a confidence map (ConfAdapt's default ``--calibrated``)."""
     from selfdistill.decode.registry import strategy_class
     from selfdistill.eval.sweep import SweepGrid, sweep_settings, sweep_strategies
 
@@ -144,7 +148,9 @@ def settings(cfg: ParetoConfig, *, trained_k_max: int | None = None):
     k_max = cfg.k_max or trained_k_max or PAPER_K_MAX
     return sweep_settings(chosen, grid=SweepGrid(static_k=cfg.static_k, thresholds=cfg.thresholds, k_max=k_max,
                                                  verify_threshold=cfg.verify_threshold, mask_margin=cfg.mask_margin,
-                                                 hedged_lead_groups=cfg.hedged))
+                                                 hedged_lead_groups=cfg.hedged,
+                                                 calibrated=has_calibration if cfg.calibrated is None
+                                                 else cfg.calibrated))
 
 
 def resolve_model(name: str) -> str:
@@ -211,12 +217,13 @@ def main(cfg: ParetoConfig) -> Path:
     from selfdistill.eval.reports import write_reports
     from selfdistill.eval.sweep import SweepStore, needs_mask_token, run_sweep
     from selfdistill.eval.task_suites import suite_rows
-    from selfdistill.models.loader import trained_k_max_at
+    from selfdistill.models.loader import calibration_at, trained_k_max_at
     from selfdistill.provenance import provenance
 
     check_config(cfg)
     model_path = resolve_model(cfg.model)
-    grid = settings(cfg, trained_k_max=trained_k_max_at(model_path))
+    grid = settings(cfg, trained_k_max=trained_k_max_at(model_path),
+                    has_calibration=calibration_at(model_path) is not None)
     root = sweep_root(cfg)
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)

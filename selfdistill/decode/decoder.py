@@ -24,11 +24,10 @@ from __future__ import annotations
 import torch
 
 from selfdistill.decode.blocks import model_pass_mask, pass_attention_mask  # noqa: F401  (public, re-exported)
-from selfdistill.decode.engine import generate_many
-from selfdistill.decode.registry import make_strategy, strategy_names
+from selfdistill.decode.engine import generate_many, strategy_for
+from selfdistill.decode.registry import strategy_names
 from selfdistill.decode.results import MTPOutput  # noqa: F401  (public, re-exported)
 from selfdistill.decode.rows import default_eos_ids  # noqa: F401  (public, re-exported)
-from selfdistill.models.mask_token import trained_k_max_from
 
 #: The strategies :func:`mtp_generate` decodes (the registry's engine strategies).
 STRATEGIES = strategy_names(baselines=False)
@@ -93,8 +92,7 @@ def mtp_generate(model, input_ids, attention_mask=None, *, mask_token_id: int | 
     An option the strategy does not take (e.g. ``k`` for ``conf_adapt``) is refused, as is every other bad input,
     with a ``ValueError`` before any forward pass.
     """
-    unit = make_strategy(strategy, k=k, k_max=k_max, threshold=threshold, mask_margin=mask_margin,
-                         trained_k_max=trained_k_max_from(model), **options)
+    unit = strategy_for(model, strategy, k=k, k_max=k_max, threshold=threshold, mask_margin=mask_margin, **options)
     if unit.baseline:
         raise ValueError(f"unknown strategy {strategy!r} for mtp_generate; choose from {STRATEGIES} "
                          "(the model.generate baselines run through generate_many)")

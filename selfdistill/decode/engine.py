@@ -28,9 +28,10 @@ import torch
 
 from selfdistill.decode.batch import SlotBatch, new_cache
 from selfdistill.decode.blocks import Layout, block_layout
-from selfdistill.decode.registry import Strategy, make_strategy
+from selfdistill.decode.registry import Strategy, resolve_strategy
 from selfdistill.decode.results import Completion, MTPOutput, Update
 from selfdistill.decode.rows import RowState, StopStrings, default_eos_ids, id_set
+from selfdistill.models.calibration import calibration_from
 from selfdistill.models.mask_token import mask_token_id_from, trained_k_max_from
 from selfdistill.timing import clock
 
@@ -52,7 +53,7 @@ class DecodeEngine:
     def __init__(self, model, strategy: str | Strategy = "conf_adapt", *, max_batch: int = 16,
                  mask_token_id: int | None = None, eos_token_id=None, tokenizer=None,
                  pad_token_id: int | None = None, profile: bool = False, **options):
-        self.strategy = make_strategy(strategy, trained_k_max=trained_k_max_from(model), **options)
+        self.strategy = strategy_for(model, strategy, **options)
         if self.strategy.baseline:
             raise ValueError(f"{self.strategy.name!r} is a model.generate baseline, not an engine strategy; "
                              "decode it with generate_many")
@@ -203,6 +204,13 @@ def check_request(prompt: list[int], *, max_new_tokens, max_positions: int | Non
             f"max_position_embeddings={max_positions}; shorten the prompt or lower max_new_tokens")
 
 
+def strategy_for(model, strategy: str | Strategy, **options) -> Strategy:
+    """The setting as ``model`` decodes it (:func:`~selfdistill.decode.registry.resolve_strategy`): an unset
+    ``k_max`` is the one it was trained on, and ConfAdapt reads its confidence calibration where it has one."""
+    return resolve_strategy(strategy, trained_k_max=trained_k_max_from(model), calibration=calibration_from(model),
+                            **options)
+
+
 def _check_mask_token(model, strategy: Strategy, mask_token_id: int | None) -> None:
     if not strategy.needs_mask_token:
         return
@@ -234,7 +242,7 @@ def generate_many(model, prompts: list[list[int]], strategy: str | Strategy = "c
     Engine strategies go through :class:`DecodeEngine` (continuous batching); the ``generate`` baselines through
     :mod:`selfdistill.decode.baseline`. Every prompt is validated before the first forward.
     """
-    unit = make_strategy(strategy, trained_k_max=trained_k_max_from(model), **options)
+    unit = strategy_for(model, strategy, **options)
     if unit.baseline:
         from selfdistill.decode.baseline import generate_baseline
 

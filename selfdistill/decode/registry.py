@@ -25,7 +25,7 @@ class Option:
     default: Any
     check: Callable[[Any], str | None]
     help: str = ""
-    kind: type = int  # what a value given as text (lm-eval model_args) is parsed into
+    kind: Callable[[str], Any] = int  # parses a value given as text (lm-eval model_args), e.g. int, float
 
 
 def positive_int(value) -> str | None:
@@ -42,6 +42,20 @@ def threshold_value(value) -> str | None:
             0 <= value <= 1):
         return f"must be a probability in [0, 1], got {value!r}"
     return None
+
+
+def optional_bool(value) -> str | None:
+    if value is not None and not isinstance(value, bool):
+        return f"must be true, false or None, got {value!r}"
+    return None
+
+
+def parse_bool(text: str) -> bool:
+    """``true``/``false`` (any case, or 1/0) as given in text options; anything else is a ``ValueError``."""
+    value = {"true": True, "1": True, "false": False, "0": False}.get(text.strip().lower())
+    if value is None:
+        raise ValueError(f"{text!r} is not true or false")
+    return value
 
 
 def optional_margin(value) -> str | None:
@@ -71,6 +85,8 @@ class Strategy:
     bench_points: ClassVar[tuple[dict, ...]] = ({},)
     sweep_flag: ClassVar[str | None] = None
     sweep_default: ClassVar[bool] = True
+    #: The confidence map a resolved unit applies (:meth:`resolve`); ``None`` for raw confidences.
+    calibration = None
 
     def __init__(self, **values):
         declared = {o.name: o for o in self.options}
@@ -100,6 +116,11 @@ class Strategy:
 
     def __hash__(self) -> int:
         return hash((self.name, tuple(self.values().items())))
+
+    def resolve(self, *, calibration=None) -> Strategy:
+        """This setting as a model with ``calibration`` (its :class:`~selfdistill.models.calibration.ConfidenceMap`
+        or ``None``) decodes it: the strategies that read confidences decide here whether they use the map."""
+        return self
 
     @property
     def num_masks(self) -> int:
@@ -168,6 +189,13 @@ def make_strategy(name: str | Strategy, *, trained_k_max: int | None = None, **o
     if trained_k_max is not None and options.get("k_max") is None and takes_option(name, "k_max"):
         options = options | {"k_max": trained_k_max}
     return strategy_class(name)(**options)
+
+
+def resolve_strategy(name: str | Strategy, *, trained_k_max: int | None = None, calibration=None,
+                     **options) -> Strategy:
+    """:func:`make_strategy` for a known model, then :meth:`Strategy.resolve` against its confidence map: the one
+    place a setting meets the model it decodes (``selfdistill.decode.engine.strategy_for`` reads both from it)."""
+    return make_strategy(name, trained_k_max=trained_k_max, **options).resolve(calibration=calibration)
 
 
 def bench_settings(*, k_max: int | None = None, mask_margin: int | None = None):

@@ -15,7 +15,8 @@ import torch
 
 from selfdistill.decode.acceptance import conf_adapt_accept, draft_lengths, static_accept, verify_accept
 from selfdistill.decode.blocks import Layout
-from selfdistill.decode.registry import Option, Strategy, optional_margin, positive_int, register, threshold_value
+from selfdistill.decode.registry import (Option, Strategy, optional_bool, optional_margin, parse_bool, positive_int,
+                                         register, threshold_value)
 
 K_MAX = Option("k_max", 16, positive_int, "prediction positions per pass (k_max - 1 masks)")
 MARGIN = Option("mask_margin", None, optional_margin,
@@ -139,13 +140,34 @@ class ConfAdapt(_EngineStrategy):
 
     name, label, sweep_flag, curve = "conf_adapt", "ConfAdapt (threshold)", "conf_adapt", "threshold"
     plot_style = dict(color="tab:blue", marker="o", ls="-")
-    options = (Option("threshold", 0.9, threshold_value, "tau, a probability in [0, 1]", float), K_MAX, MARGIN)
+    options = (Option("threshold", 0.9, threshold_value, "tau, a probability in [0, 1]", float), K_MAX, MARGIN,
+               Option("calibrated", None, optional_bool, "compare the model's calibrated confidences with tau "
+                      "(mtp_calibration.json; None: when the model has one, false: raw softmax)", parse_bool))
     bench_points = ({"threshold": 0.99}, {"threshold": 0.9}, {"threshold": 0.7},
                     {"threshold": 0.9, "mask_margin": 2}, {"threshold": 0.7, "mask_margin": 2})
 
     @property
     def setting_name(self) -> str:
-        return f"conf_adapt_{self.threshold:g}_kmax{self.k_max}{_margin(self)}"
+        cal = "_cal" if self.calibrated else ""
+        return f"conf_adapt_{self.threshold:g}_kmax{self.k_max}{_margin(self)}{cal}"
+
+    def resolve(self, *, calibration=None):
+        """Calibrated when the model has a map and ``calibrated`` is not false; ``calibrated=True`` without a map,
+        or a map that stops short of ``k_max``, is a ``ValueError``."""
+        if self.calibrated is False or self.calibration is not None:
+            return self
+        if calibration is None:
+            if self.calibrated:
+                raise ValueError("conf_adapt calibrated=True, but the model has no confidence calibration "
+                                 "(mtp_calibration.json): fit one with scripts/calibrate.py or pass calibrated=false")
+            return type(self)(**(self.values() | {"calibrated": False}))
+        if self.k_max > calibration.max_slot:
+            raise ValueError(f"conf_adapt k_max {self.k_max} reads slot {self.k_max}, but the model's calibration "
+                             f"covers slots up to {calibration.max_slot}: pass k_max <= {calibration.max_slot}, "
+                             "recalibrate, or calibrated=false")
+        unit = type(self)(**(self.values() | {"calibrated": True}))
+        object.__setattr__(unit, "calibration", calibration)
+        return unit
 
     def point_label(self) -> str:
         return f"{self.threshold:g}"
@@ -157,11 +179,21 @@ class ConfAdapt(_EngineStrategy):
         for t in grid.thresholds:
             if not 0.0 < t <= 1.0:
                 raise ValueError(f"ConfAdapt thresholds must be in (0, 1], got {t}")
-        return [{"threshold": t, "k_max": grid.k_max, "mask_margin": grid.mask_margin} for t in grid.thresholds]
+        return [{"threshold": t, "k_max": grid.k_max, "mask_margin": grid.mask_margin, "calibrated": grid.calibrated}
+                for t in grid.thresholds]
+
+    def confidences(self, logits: torch.Tensor) -> torch.Tensor:
+        """``[B, n]``: the confidence of each prediction position compared with tau (calibrated when resolved so)."""
+        top = logits.float().softmax(dim=-1).amax(dim=-1)
+        if not self.calibrated:
+            return top
+        if self.calibration is None:
+            raise RuntimeError(f"{self!r} was not resolved against a model's calibration (Strategy.resolve)")
+        return self.calibration.apply(top)
 
     def accept(self, logits, fed):
         pred = logits.argmax(dim=-1)
-        counts = conf_adapt_accept(logits.float().softmax(dim=-1).amax(dim=-1), threshold=self.threshold)
+        counts = conf_adapt_accept(self.confidences(logits), threshold=self.threshold)
         if self.mask_margin is not None:
             counts = torch.minimum(counts, fed.reach + 1)
         host = torch.cat([pred, counts[:, None]], dim=1).tolist()

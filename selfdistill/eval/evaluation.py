@@ -35,6 +35,7 @@ class DecodeSetting:
     k_max: int | None = None
     mask_margin: int | None = None  # adaptive mask count (see selfdistill.decode.decoder)
     lead_groups: int | None = None  # hedged verify's groups after the first provisional tokens
+    calibrated: bool | None = None  # ConfAdapt: the model's calibrated confidences (None: when it has a map)
 
     def __post_init__(self):
         for name, value in self.unit.values().items():

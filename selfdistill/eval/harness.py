@@ -62,11 +62,14 @@ class SelfDistillLM(HFLM):
         kwargs.setdefault("device", default_device())
         super().__init__(pretrained=pretrained, **kwargs)
         from selfdistill.models.mask_token import add_mask_token as add_mask
+        from selfdistill.models.calibration import calibration_from
         from selfdistill.models.mask_token import mask_token_id_from, trained_k_max_from
 
         trained = trained_k_max_from(self.model)
         if options.get("k_max") is None and trained is not None and takes_option(strategy, "k_max"):
             self.setting = replace(self.setting, k_max=trained)  # read the slots the model was trained on
+        if options.get("calibrated") is None and takes_option(strategy, "calibrated"):  # the name says which
+            self.setting = replace(self.setting, calibrated=calibration_from(self.model) is not None)
 
         if self.setting.unit.needs_mask_token and mask_token_id_from(self.model) is None:
             if not _as_bool(add_mask_token):

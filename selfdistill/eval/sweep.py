@@ -50,6 +50,7 @@ class SweepGrid:
     verify_threshold: float = 0.0
     mask_margin: int | None = None
     hedged_lead_groups: Sequence[int] = ()
+    calibrated: bool | None = None  # ConfAdapt's confidences: calibrated, raw, or (None) the model's map if any
 
 
 def sweep_strategies() -> tuple[str, ...]:

@@ -7,6 +7,8 @@ Suites (:data:`SUITES`):
 
 - ``synthetic``: the synthetic world's *test* split (:mod:`selfdistill.data.synthetic`), every subtask
   (``synth_gsm`` word problems + the four ``synth_bbh`` subtasks), :data:`SYNTHETIC_TEST_SIZE` rows each.
+- ``synthetic_dev``: train-side synthetic rows of another draw (:data:`SYNTHETIC_DEV_SEED`), never the test split:
+  for choices such as calibration on the tiny models (a small subtask's space may repeat a training question).
 - ``bbh_learnt``: the real BIG-Bench-Hard test items of the subtasks the synthetic world teaches
   (:data:`selfdistill.data.synthetic.LEARNT_BBH_SUBTASKS`).
 - ``bbh``: real BBH, all 27 subtasks or the ones named in ``subtasks``.
@@ -28,7 +30,7 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 
-SUITES = ("synthetic", "bbh_learnt", "bbh", "gsm8k", "gsm8k_dev", "metamathqa")
+SUITES = ("synthetic", "synthetic_dev", "bbh_learnt", "bbh", "gsm8k", "gsm8k_dev", "metamathqa")
 #: Rows per synthetic subtask in the canonical synthetic test split (data seed 0); ``limit`` subsamples it.
 SYNTHETIC_TEST_SIZE = 250
 #: Fraction of MetaMathQA seed questions held out as validation (the trainer's default split).
@@ -36,7 +38,9 @@ METAMATHQA_VALIDATION_FRACTION = 0.01
 #: Data seed of the grouped MetaMathQA split (must match the trainer's, so validation is unseen in training).
 METAMATHQA_SPLIT_SEED = 0
 #: Suites whose ``limit`` applies per subtask rather than in total.
-PER_SUBTASK = ("synthetic", "bbh_learnt", "bbh")
+PER_SUBTASK = ("synthetic", "synthetic_dev", "bbh_learnt", "bbh")
+#: Data seed of the synthetic dev suite: train-side rows of another draw than the trainer's (seed 0).
+SYNTHETIC_DEV_SEED = 1
 
 
 def check_suite_options(name: str, *, limit: int | None = None, subtasks: Sequence[str] | None = None) -> None:
@@ -83,6 +87,11 @@ def suite_rows(name: str, *, limit: int | None = None, seed: int = 0, path: str 
 
         rows = [r for task, subs in SUBTASKS.items() for sub in subs
                 for r in synthetic_rows(task, sub, split="test", n=SYNTHETIC_TEST_SIZE, seed=0)]
+    elif name == "synthetic_dev":
+        from selfdistill.data.synthetic import SUBTASKS, synthetic_rows
+
+        rows = [r for task, subs in SUBTASKS.items() for sub in subs
+                for r in synthetic_rows(task, sub, split="train", n=SYNTHETIC_TEST_SIZE, seed=SYNTHETIC_DEV_SEED)]
     elif name in ("bbh", "bbh_learnt"):
         from selfdistill.data.benchmarks import load_bbh
         from selfdistill.data.synthetic import LEARNT_BBH_SUBTASKS

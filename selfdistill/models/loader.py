@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from selfdistill.models import gated_lora, smollm2, tiny
+from selfdistill.models.calibration import ConfidenceMap, read_calibration, set_calibration
 
 #: Dtype names accepted by every entry point (``auto``: the checkpoint's own dtype).
 DTYPES: dict[str, torch.dtype | str] = {"auto": "auto", "float32": torch.float32, "bfloat16": torch.bfloat16,
@@ -96,8 +97,14 @@ def trained_k_max_at(name_or_path: str) -> int | None:
     return None if value is None else int(value)
 
 
+def calibration_at(path: str) -> ConfidenceMap | None:
+    """The confidence map a local checkpoint or adapter folder carries (validated), without loading it; ``None``
+    for a folder without one or a hub id."""
+    return read_calibration(path) if Path(path).is_dir() else None
+
+
 def load_model(name_or_path: str, *, dtype: str | torch.dtype | None = None, device: str | None = None,
-               attn_implementation: str | None = None):
+               attn_implementation: str | None = None, calibration: bool = True):
     """``(model, tokenizer)`` in eval mode on ``device``; the tokenizer always has a pad token (EOS if it had none).
 
     An adapter folder loads its base model (``base_model`` in its config, itself resolved here) and applies the
@@ -108,11 +115,14 @@ def load_model(name_or_path: str, *, dtype: str | torch.dtype | None = None, dev
         dtype: a :data:`DTYPES` name or ``torch.dtype``; ``None``: the checkpoint's own.
         device: see :func:`resolve_device`; ``None``: leave where ``from_pretrained`` puts it (CPU).
         attn_implementation: ``sdpa``, ``eager``, ...; ``None``: transformers' default.
+        calibration: attach the folder's confidence map (``mtp_calibration.json``, validated first); ``False``
+            leaves it unread (``scripts/calibrate.py`` refits a stale one).
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     dtype = resolve_dtype(dtype)
     path = resolve_model_path(name_or_path)
+    cmap = calibration_at(path) if calibration else None  # validated before any weights load
     with _hub_errors(name_or_path, path):
         tokenizer = AutoTokenizer.from_pretrained(path)
     if tokenizer.pad_token is None:
@@ -125,6 +135,7 @@ def load_model(name_or_path: str, *, dtype: str | torch.dtype | None = None, dev
         extra = {} if attn_implementation is None else {"attn_implementation": attn_implementation}
         with _hub_errors(name_or_path, path):
             model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, **extra)
+    set_calibration(model, cmap)
     if device is not None:
         model = model.to(resolve_device(device))
     return model.eval(), tokenizer

@@ -29,6 +29,7 @@ class ServeConfig:
     k_max: int | None = None
     mask_margin: int | None = None
     lead_groups: int | None = None  # one field per option the registry declares (a test checks)
+    calibrated: bool | None = None
     max_batch: int = field(default=16, metadata={"help": "rows in flight per decoding setting"})
     max_engines: int = field(default=4, metadata={
         "help": "distinct decoding settings (per-request `selfdistill` options) held at once"})

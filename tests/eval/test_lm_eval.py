@@ -106,7 +106,7 @@ def test_any_option_the_registry_declares_is_a_model_arg(tmp_path):
     assert lm.setting.name == "hedged2_kmax4"
     assert lm.decode_summary() | {"per_task": None} == {
         "setting": "hedged2_kmax4", "strategy": "hedged", "k": None, "threshold": 0.0, "k_max": 4,
-        "mask_margin": None, "lead_groups": 2, "per_task": None}
+        "mask_margin": None, "lead_groups": 2, "calibrated": None, "per_task": None}
 
 
 def _load_task_yaml(path):

@@ -61,3 +61,13 @@ def test_k_max_defaults_to_the_models_trained_one(pareto, tmp_path):
     assert names(trained=5) == ["generate", "static_k2", "conf_adapt_0.9_kmax5", "verify_kmax5"]
     assert names(trained=None) == ["generate", "static_k2", "conf_adapt_0.9_kmax16", "verify_kmax16"]
     assert names(trained=5, k_max=8)[2:] == ["conf_adapt_0.9_kmax8", "verify_kmax8"]  # --k_max wins
+
+
+def test_conf_adapt_is_calibrated_when_the_model_has_a_map_unless_turned_off(pareto):
+    cfg = parse_config(pareto.ParetoConfig, ["--no_static", "--thresholds", "0.9", "--no_verify"],
+                       check=pareto.check_config)
+    assert [s.name for s in pareto.settings(cfg, trained_k_max=5, has_calibration=True)] == [
+        "generate", "conf_adapt_0.9_kmax5_cal"]
+    assert pareto.settings(cfg, trained_k_max=5)[1].name == "conf_adapt_0.9_kmax5"
+    off = parse_config(pareto.ParetoConfig, ["--thresholds", "0.9", "--calibrated", "false"])
+    assert [s.calibrated for s in pareto.settings(off, has_calibration=True) if s.strategy == "conf_adapt"] == [False]

@@ -75,7 +75,14 @@ def test_bad_requests_raise_clearly(name, kwargs, match):
 
 
 def test_every_suite_is_named():
-    assert set(SUITES) == {"synthetic", "bbh_learnt", "bbh", "gsm8k", "gsm8k_dev", "metamathqa"}
+    assert set(SUITES) == {"synthetic", "synthetic_dev", "bbh_learnt", "bbh", "gsm8k", "gsm8k_dev", "metamathqa"}
+
+
+def test_the_synthetic_dev_suite_is_train_side_and_apart_from_the_test_split():
+    dev = suite_rows("synthetic_dev", limit=20)
+    test = {r["question"] for r in suite_rows("synthetic")}
+    assert len(dev) == 20 * 5 and all("/train/" in r["id"] for r in dev)
+    assert not {r["question"] for r in dev} & test
 
 
 def test_the_gsm8k_dev_suite_is_held_out_train_questions_no_training_run_sees():
