@@ -161,8 +161,12 @@ def plot_reliability(stats: dict, path: Path, *, title: str) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(stats), figsize=(3.2 * len(stats), 3.4), squeeze=False)
-    for ax, (slot, r) in zip(axes[0], stats.items()):
+    cols = min(4, len(stats))
+    rows = -(-len(stats) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3.2 * rows), squeeze=False)
+    for ax in axes.flat[len(stats):]:
+        ax.set_visible(False)
+    for ax, (slot, r) in zip(axes.flat, stats.items()):
         ax.plot([0, 1], [0, 1], color="gray", lw=0.8, ls=":")
         for label, style in (("raw", dict(color="tab:red", marker="o")),
                              ("calibrated", dict(color="tab:blue", marker="s"))):
@@ -171,7 +175,8 @@ def plot_reliability(stats: dict, path: Path, *, title: str) -> Path:
                     label=f"{label} (ECE {r[f'ece_{label}']:.3f})", **style)
         ax.set(title=f"slot {slot}", xlabel="confidence", xlim=(0, 1), ylim=(0, 1))
         ax.legend(fontsize=7, loc="upper left")
-    axes[0][0].set_ylabel("share = greedy's token")
+    for row in axes:
+        row[0].set_ylabel("share = greedy's token")
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -265,8 +270,8 @@ def run_calibration(cfg: CalibrateConfig) -> Path:
     stats = summary(raw, cross_fitted(parts, method=cfg.method, bin_size=cfg.bin_size))
     name = cfg.name or f"{Path(str(cfg.model)).name}-{cfg.suite}"
     meta = {"model": cfg.model, "suite": cfg.suite, "prompts": len(parts), "k_max": k_max, "dtype": cfg.dtype,
-            "method": cfg.method, "bin_size": cfg.bin_size, "max_new_tokens": cfg.max_new_tokens, "chat_template": cfg.chat_template,
-            "provenance": provenance()}
+            "method": cfg.method, "bin_size": cfg.bin_size, "max_new_tokens": cfg.max_new_tokens,
+            "chat_template": cfg.chat_template, "provenance": provenance()}
     root = Path(cfg.output_dir) / name
     write_report(root, stats, meta)
     if cfg.save_to_model:
