@@ -17,7 +17,6 @@ re-run skip finished (task, setting) pairs; ``--overwrite`` redoes them).
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 import time
 from dataclasses import asdict, dataclass, field
@@ -252,9 +251,8 @@ def main(cfg: ParetoConfig) -> Path:
     meta = {"provenance": run_provenance, "config": asdict(cfg), "sweep_seconds_this_run": time.time() - started,
             "rows": {task: len(r) for task, r in rows.items()}}
     written = write_reports(root, summaries, meta=meta, plots=cfg.plots)
-    print(f"wrote {', '.join(str(p.relative_to(root)) for p in written.values())} in {root}")
-    print(json.dumps({task: {s["setting"]["name"]: round(s["accuracy"], 3) for s in ss}
-                      for task, ss in summaries.items()}))
+    print(f"wrote {', '.join(str(p.relative_to(root)) for p in written.values())} in {root}\n")
+    print(written["summary"].read_text(), end="")
     return root
 
 

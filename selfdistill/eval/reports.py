@@ -1,4 +1,5 @@
-"""The reports of a finished sweep: ``summary.csv``, ``summary.json``, ``frontier.md`` and ``plots/<task>.png``
+"""The reports of a finished sweep: ``summary.csv``, ``summary.json``, ``frontier.md``, ``summary.md`` (plain words,
+:mod:`selfdistill.eval.plain_summary`) and ``plots/<task>.png``
 (layout and metrics: :mod:`selfdistill.eval.sweep`)."""
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import NamedTuple
 from selfdistill.decode.registry import strategy_class, strategy_names
 from selfdistill.eval.evaluation import DecodeSetting
 from selfdistill.eval.frontier import frontier_mask
+from selfdistill.eval.plain_summary import plain_summary
 
 class Frontier(NamedTuple):
     """One frontier of a task's rows, and its plot panel: ``y`` against ``x`` (row columns), both maximised."""
@@ -120,8 +122,22 @@ def plot_task(path: Path, task: str, rows: Sequence[dict], *, model: str, batch_
     plt.close(fig)
 
 
+#: A setting whose accuracy is below this share of ``generate``'s is drawn faint, as "fast and wrong".
+COLLAPSED_SHARE = 0.25
+
+
+def collapsed(rows: Sequence[dict]) -> set[str]:
+    """Settings whose accuracy fell below :data:`COLLAPSED_SHARE` of ``generate``'s (none without a ``generate``
+    row, or when ``generate`` itself scores 0): still on the frontier if they are, but not a goal."""
+    base = next((r["accuracy"] for r in rows if r["strategy"] == "generate" and _finite(r.get("accuracy"))), None)
+    if not base:
+        return set()
+    return {r["setting"] for r in rows if _finite(r.get("accuracy")) and r["accuracy"] < COLLAPSED_SHARE * base}
+
+
 def _plot_panel(ax, rows: Sequence[dict], panel: Frontier, *, batch_size: int) -> None:
     name, xcol, xlabel, ycol, ylabel = panel
+    wrong = collapsed(rows)
     for strategy in strategy_names():
         unit = strategy_class(strategy)
         style = unit.plot_style | {"label": unit.label}
@@ -132,6 +148,13 @@ def _plot_panel(ax, rows: Sequence[dict], panel: Frontier, *, batch_size: int) -
             continue
         if name == "tokens_per_second":
             style = style | {"ls": "none"}  # measured speed need not fall with the threshold: no curve
+        faint = [r for r in pts if r["setting"] in wrong]
+        pts = [r for r in pts if r["setting"] not in wrong]
+        if faint:
+            ax.scatter([r[xcol] for r in faint], [100 * r[ycol] for r in faint], marker="x", alpha=0.4,
+                       color=style.get("color", "gray"))
+        if not pts:
+            continue
         yerr = [100 * _nan0(r["accuracy_stderr"]) for r in pts] if ycol == "accuracy" else None
         ax.errorbar([r[xcol] for r in pts], [100 * r[ycol] for r in pts], yerr=yerr, capsize=2, **style)
         for r in pts:
@@ -139,11 +162,23 @@ def _plot_panel(ax, rows: Sequence[dict], panel: Frontier, *, batch_size: int) -
             if label:
                 ax.annotate(label, (r[xcol], 100 * r[ycol]), fontsize=7, xytext=(3, 3), textcoords="offset points")
     front = sorted((r for r in rows if r[f"frontier_{name}"]), key=lambda r: r[xcol])
-    if front:
-        ax.step([r[xcol] for r in front], [100 * r[ycol] for r in front], where="post", color="red", alpha=0.35,
+    useful = [r for r in front if r["setting"] not in wrong]
+    if useful:
+        ax.step([r[xcol] for r in useful], [100 * r[ycol] for r in useful], where="post", color="red", alpha=0.35,
                 lw=6, zorder=0, label="Pareto frontier")
+    if len(useful) < len(front):  # the true frontier goes on through fast-and-wrong points: drawn thin
+        ax.step([r[xcol] for r in front], [100 * r[ycol] for r in front], where="post", color="gray", alpha=0.5,
+                lw=1, ls="--", zorder=0)
+    if front:
         ax.scatter([r[xcol] for r in front], [100 * r[ycol] for r in front], s=160, facecolors="none",
-                   edgecolors="red", zorder=5)
+                   edgecolors=["gray" if r["setting"] in wrong else "red" for r in front], zorder=5)
+        for r in front:
+            if r["setting"] in wrong:
+                ax.annotate("fast and wrong", (r[xcol], 100 * r[ycol]), fontsize=7, color="gray", xytext=(-20, 10),
+                            textcoords="offset points")
+    if wrong:
+        ax.scatter([], [], marker="x", color="gray", alpha=0.4,
+                   label=f"accuracy < {COLLAPSED_SHARE:.0%} of generate's (fast and wrong)")
     ax.set_xlabel(xlabel + (f" (batch size {batch_size})" if name == "tokens_per_second" else ""))
     ax.set_ylabel(ylabel)
     top = max(100 * r[ycol] for r in rows if _finite(r.get(ycol)))
@@ -170,7 +205,8 @@ def write_reports(root: Path, summaries: dict[str, list[dict]], *, meta: dict, p
     Returns the written paths by kind."""
     rows_by_task = {task: table_rows(task, s) for task, s in summaries.items() if s}
     all_rows = [r for rows in rows_by_task.values() for r in rows]
-    written = {"csv": root / "summary.csv", "json": root / "summary.json", "markdown": root / "frontier.md"}
+    written = {"csv": root / "summary.csv", "json": root / "summary.json", "markdown": root / "frontier.md",
+               "summary": root / "summary.md"}
     write_csv(written["csv"], all_rows)
     frontiers = {task: {f.name: [r["setting"] for r in sorted(rows, key=lambda r: r[f.x]) if r[f"frontier_{f.name}"]]
                         for f in FRONTIERS} for task, rows in rows_by_task.items()}
@@ -178,6 +214,7 @@ def write_reports(root: Path, summaries: dict[str, list[dict]], *, meta: dict, p
                                           default=str))
     model, batch = meta["config"]["model"], meta["config"]["batch_size"]
     written["markdown"].write_text(frontier_markdown(rows_by_task, model=model, batch_size=batch))
+    written["summary"].write_text(plain_summary(rows_by_task, root=str(root), model=model))
     if plots:
         for task, rows in rows_by_task.items():
             written[f"plot_{task}"] = root / "plots" / f"{task}.png"
