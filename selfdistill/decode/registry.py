@@ -1,7 +1,8 @@
 """The strategy registry: every decoding strategy is one :class:`Strategy` subclass, registered by name.
 
-A strategy declares its options (:class:`Option`: default, check, help), whether it feeds ``<mtp>`` masks, what it
-is called in tables and plots, and (for the engine) the block it feeds per pass and its acceptance rule. Everything
+A strategy declares its options (:class:`Option`: default, check, help), whether it feeds ``<mtp>`` masks, its
+setting name, and (for the engine) the block it feeds per pass and its acceptance rule; how it looks in plots lives
+with the reports (:mod:`selfdistill.eval.presentation`). Everything
 that names strategies (``mtp_generate``, ``DecodeSetting``, the sweep, its plots, ``scripts/pareto.py``,
 ``scripts/bench_decode.py``, the lm-eval model) reads this registry, so a new strategy is one new class.
 
@@ -69,19 +70,15 @@ def optional_margin(value) -> str | None:
 class Strategy:
     """Base class: a decoding strategy with validated options (read them as attributes; instances are immutable).
 
-    Class attributes a subclass sets: ``name`` (registry key), ``label`` (legends), ``plot_style`` (matplotlib
-    keywords), ``options``, ``baseline`` (decoded by ``model.generate``, not the engine), ``curve`` (the option
-    that orders its points into a curve in plots, if any), ``bench_points`` (option sets the speed benchmark runs),
+    Class attributes a subclass sets: ``name`` (registry key), ``options``, ``baseline`` (decoded by
+    ``model.generate``, not the engine), ``bench_points`` (option sets the speed benchmark runs),
     ``sweep_flag`` (the ``scripts/pareto.py`` switch that enables it), ``sweep_default`` (in a sweep by default).
     """
 
     name: ClassVar[str]
-    label: ClassVar[str]
-    plot_style: ClassVar[dict] = {}
     options: ClassVar[tuple[Option, ...]] = ()
     baseline: ClassVar[bool] = False
     lossless: ClassVar[bool] = False
-    curve: ClassVar[str | None] = None
     bench_points: ClassVar[tuple[dict, ...]] = ({},)
     sweep_flag: ClassVar[str | None] = None
     sweep_default: ClassVar[bool] = True
@@ -135,10 +132,6 @@ class Strategy:
     def setting_name(self) -> str:
         """The label of this option set in sweeps, file names and benchmark tables (e.g. ``static_k3``)."""
         return self.name
-
-    def point_label(self) -> str | None:
-        """Annotation of this point in plots (``None``: none)."""
-        return None
 
     @classmethod
     def sweep_points(cls, grid) -> list[dict]:

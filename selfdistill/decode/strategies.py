@@ -66,16 +66,14 @@ class Outcome:
 class Generate(Strategy):
     """Plain greedy ``model.generate`` in static batches: the baseline every ratio is taken against."""
 
-    name, label, baseline, sweep_flag = "generate", "model.generate", True, "generate_baseline"
-    plot_style = dict(color="black", marker="*", ls="none", ms=12)
+    name, baseline, sweep_flag = "generate", True, "generate_baseline"
 
 
 @register
 class GenerateContinuous(Strategy):
     """Greedy decoding by transformers' own continuous batching (``model.generate_batch``), for benchmarks."""
 
-    name, label, baseline = "generate_cb", "transformers continuous batching", True
-    plot_style = dict(color="gray", marker="*", ls="none", ms=12)
+    name, baseline = "generate_cb", True
 
 
 class _EngineStrategy(Strategy):
@@ -107,8 +105,7 @@ class _EngineStrategy(Strategy):
 class Static(_EngineStrategy):
     """Static k: ``k - 1`` masks, emit the argmax at the first ``k`` positions."""
 
-    name, label, sweep_flag = "static", "static k", "static"
-    plot_style = dict(color="tab:orange", marker="s", ls="none")
+    name, sweep_flag = "static", "static"
     options = (Option("k", 1, positive_int, "tokens per pass"),)
     bench_points = tuple({"k": k} for k in (1, 2, 3, 4))
 
@@ -119,9 +116,6 @@ class Static(_EngineStrategy):
     @property
     def setting_name(self) -> str:
         return f"static_k{self.k}"
-
-    def point_label(self) -> str:
-        return f"k={self.k}"
 
     @classmethod
     def sweep_points(cls, grid) -> list[dict]:
@@ -138,8 +132,7 @@ class Static(_EngineStrategy):
 class ConfAdapt(_EngineStrategy):
     """ConfAdapt(tau): ``k_max - 1`` masks; emit the longest leading run with top-1 probability >= tau, at least 1."""
 
-    name, label, sweep_flag, curve = "conf_adapt", "ConfAdapt (threshold)", "conf_adapt", "threshold"
-    plot_style = dict(color="tab:blue", marker="o", ls="-")
+    name, sweep_flag = "conf_adapt", "conf_adapt"
     options = (Option("threshold", 0.9, threshold_value, "tau, a probability in [0, 1]", float), K_MAX, MARGIN,
                Option("calibrated", None, optional_bool, "compare the model's calibrated confidences with tau "
                       "(mtp_calibration.json; None: when the model has one, false: raw softmax)", parse_bool))
@@ -168,9 +161,6 @@ class ConfAdapt(_EngineStrategy):
         unit = type(self)(**(self.values() | {"calibrated": True}))
         object.__setattr__(unit, "calibration", calibration)
         return unit
-
-    def point_label(self) -> str:
-        return f"{self.threshold:g}"
 
     @classmethod
     def sweep_points(cls, grid) -> list[dict]:
@@ -245,8 +235,7 @@ class Verify(_Lossless):
     """Lossless linear verify: new drafts come from the masks after the last draft, so only when every draft was
     accepted (otherwise they were conditioned on a wrong token). Output = greedy ``generate``."""
 
-    name, label, sweep_flag = "verify", "verify (lossless)", "verify"
-    plot_style = dict(color="tab:green", marker="D", ls="none")
+    name, sweep_flag = "verify", "verify"
     # k_max 4 and 8: the points quadratic decoding is compared with at equal k_max
     bench_points = ({}, {"mask_margin": 2}, {"k_max": 4}, {"k_max": 8})
 
@@ -264,8 +253,7 @@ class Quadratic(_Lossless):
     group, so whatever prefix is accepted, the group after it holds fresh drafts. A pass feeds about ``k * k``
     positions instead of ``2k - 1``. Output = greedy ``generate``."""
 
-    name, label, sweep_flag, sweep_default = "quadratic", "quadratic (lossless)", "quadratic", False
-    plot_style = dict(color="tab:purple", marker="P", ls="none")
+    name, sweep_flag, sweep_default = "quadratic", "quadratic", False
     bench_points = ({"k_max": 4}, {"k_max": 8}, {"k_max": 4, "mask_margin": 2})
 
     @property
@@ -290,8 +278,7 @@ class Hedged(Quadratic):
     a pass feeds about ``(lead_groups + 1) * k`` positions instead of ``k * k``. ``lead_groups >= k_max - 1`` is
     quadratic decoding. Output = greedy ``generate``."""
 
-    name, label, sweep_flag = "hedged", "hedged verify (lossless)", "hedged"
-    plot_style = dict(color="tab:olive", marker="X", ls="none")
+    name, sweep_flag = "hedged", "hedged"
     options = _Lossless.options + (Option("lead_groups", 1, positive_int,
                                           "mask groups after the first provisional tokens (1: after the last "
                                           "verified token only)"),)

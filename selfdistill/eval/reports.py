@@ -15,6 +15,7 @@ from selfdistill.decode.registry import strategy_class, strategy_names
 from selfdistill.eval.evaluation import DecodeSetting
 from selfdistill.eval.frontier import frontier_mask
 from selfdistill.eval.plain_summary import plain_summary
+from selfdistill.eval.presentation import look
 
 class Frontier(NamedTuple):
     """One frontier of a task's rows, and its plot panel: ``y`` against ``x`` (row columns), both maximised."""
@@ -139,11 +140,11 @@ def _plot_panel(ax, rows: Sequence[dict], panel: Frontier, *, batch_size: int) -
     name, xcol, xlabel, ycol, ylabel = panel
     wrong = collapsed(rows)
     for strategy in strategy_names():
-        unit = strategy_class(strategy)
-        style = unit.plot_style | {"label": unit.label}
+        shown = look(strategy)
+        style = shown.style | {"label": shown.label}
         pts = [r for r in rows if r["strategy"] == strategy and _finite(r[xcol]) and _finite(r.get(ycol))]
-        if unit.curve is not None:
-            pts.sort(key=lambda r: -r[unit.curve])
+        if shown.curve is not None:
+            pts.sort(key=lambda r: -r[shown.curve])
         if not pts:
             continue
         if name == "tokens_per_second":
@@ -188,7 +189,7 @@ def _plot_panel(ax, rows: Sequence[dict], panel: Frontier, *, batch_size: int) -
 
 def _point_label(row: dict) -> str | None:
     options = {name: row.get(name) for name in DecodeSetting.option_names()}
-    return DecodeSetting(strategy=row["strategy"], **options).unit.point_label()
+    return look(row["strategy"]).point(DecodeSetting(strategy=row["strategy"], **options).unit.values())
 
 
 def _finite(v) -> bool:

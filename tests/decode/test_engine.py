@@ -139,7 +139,7 @@ def test_registry_declares_every_strategy():
     assert names[:6] == ("generate", "generate_cb", "static", "conf_adapt", "verify", "quadratic")
     for name in names:
         unit = strategy_class(name)()
-        assert unit.label and unit.plot_style and unit.setting_name
+        assert unit.setting_name
         assert unit.needs_mask_token == (unit.num_masks > 0)
         for point in strategy_class(name).bench_points:
             strategy_class(name)(**point)  # the benchmark's points are valid option sets

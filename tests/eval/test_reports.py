@@ -57,3 +57,12 @@ def test_plot_has_an_agreement_panel_only_when_there_is_agreement(tmp_path, monk
     plot_task(tmp_path / "t.png", "t", table_rows("t", summaries), model="m", batch_size=1)
     assert (tmp_path / "t.png").stat().st_size > 0
     assert shapes == [(1, 3 if agreement else 2)]
+
+
+def test_every_built_in_strategy_has_a_look_and_a_new_one_gets_a_default():
+    from selfdistill.decode.registry import strategy_names
+    from selfdistill.eval.presentation import LOOKS, look
+
+    assert set(strategy_names()) <= set(LOOKS)
+    assert look("conf_adapt").point({"threshold": 0.9, "k_max": 5}) == "0.9" and look("static").point({"k": 3}) == "k=3"
+    assert look("my_new_strategy").label == "my_new_strategy" and look("verify").point({}) is None
