@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 #: setting name -> per-request options; the first is the baseline of the ratios.
 SETTINGS = {"plain_static_k1": {"strategy": "static", "k": 1}, "static_k3": {"strategy": "static", "k": 3},
             "conf_adapt_0.9": {"strategy": "conf_adapt", "threshold": 0.9},
-            "verify": {"strategy": "verify", "threshold": 0.9}}
+            "verify": {"strategy": "verify"}}  # lossless, every mask prediction drafted (as everywhere else)
 
 
 @dataclass(kw_only=True)
@@ -72,8 +72,10 @@ def check_config(cfg: BenchServeConfig) -> None:
 
 def setting_options(cfg: BenchServeConfig) -> dict[str, dict]:
     """Each setting's per-request options, with ``--k_max``/``--mask_margin`` given to the adaptive ones."""
+    from selfdistill.decode.registry import takes_option
+
     extra = {name: v for name, v in (("k_max", cfg.k_max), ("mask_margin", cfg.mask_margin)) if v is not None}
-    return {name: opts | extra if opts["strategy"] in ("conf_adapt", "verify") else opts
+    return {name: opts | {k: v for k, v in extra.items() if takes_option(opts["strategy"], k)}
             for name, opts in SETTINGS.items()}
 
 

@@ -46,6 +46,9 @@ def test_bench_serve_smoke(tmp_path):
     assert record["settings"]["conf_adapt_0.9"] == {"strategy": "conf_adapt", "threshold": 0.9, "k_max": 4,
                                                     "mask_margin": 2}
     assert record["settings"]["plain_static_k1"] == {"strategy": "static", "k": 1}
+    bench_cfg = bench.BenchServeConfig(k_max=4, mask_margin=2)
+    # verify is the lossless default (every mask prediction drafted), as everywhere else
+    assert bench.setting_options(bench_cfg)["verify"] == {"strategy": "verify", "k_max": 4, "mask_margin": 2}
 
 
 def test_bench_serve_refuses_a_bad_k_max_before_starting_a_server(capsys, tmp_path):
