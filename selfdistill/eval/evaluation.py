@@ -13,6 +13,7 @@ import math
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
+from functools import cached_property
 
 from rewards import grade, grader_for_task
 from rewards.graders import EXTRACTORS
@@ -50,9 +51,9 @@ class DecodeSetting:
         """``{option: value}`` for every option field (``None`` where the strategy does not take it)."""
         return {name: getattr(self, name) for name in self.option_names()}
 
-    @property
+    @cached_property
     def unit(self) -> Strategy:
-        """The validated :class:`~selfdistill.decode.registry.Strategy` of this setting."""
+        """The validated :class:`~selfdistill.decode.registry.Strategy` of this setting (built once)."""
         return make_strategy(self.strategy, **self.options())
 
     @property
