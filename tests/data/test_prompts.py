@@ -147,8 +147,13 @@ class _StubTokenizer:
 
 
 def test_apply_chat_template():
-    tok = _StubTokenizer("{{ messages }}")
-    assert apply_chat_template("hi", tok) == "<user>hi<assistant>"
-    assert tok.calls == [([{"role": "user", "content": "hi"}], {"tokenize": False, "add_generation_prompt": True})]
+    from transformers import AutoTokenizer
+
+    from selfdistill.models.loader import resolve_model_path
+
+    tok = AutoTokenizer.from_pretrained(resolve_model_path("smollm2-135m-mtp"))  # SmolLM2's real template, by hand:
+    assert apply_chat_template("hi", tok) == (
+        "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n"
+        "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n")
     with pytest.raises(ValueError, match="has none"):
         apply_chat_template("hi", _StubTokenizer(None))

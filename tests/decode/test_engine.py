@@ -137,9 +137,9 @@ def test_one_threshold_validation_everywhere(bad):
 def test_registry_declares_every_strategy():
     names = strategy_names()
     assert names[:6] == ("generate", "generate_cb", "static", "conf_adapt", "verify", "quadratic")
+    assert len({strategy_class(name)().setting_name for name in names}) == len(names)  # defaults named apart
     for name in names:
         unit = strategy_class(name)()
-        assert unit.setting_name
         assert unit.needs_mask_token == (unit.num_masks > 0)
         for point in strategy_class(name).bench_points:
             strategy_class(name)(**point)  # the benchmark's points are valid option sets
