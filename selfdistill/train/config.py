@@ -49,7 +49,8 @@ class DistillConfig(TrainingArguments):
     model_dtype: str = field(default="float32", metadata={
         "help": f"Student weight dtype, one of {tuple(DTYPES)}; use bf16: true for mixed precision."})
     teacher_dtype: str = field(default="auto",
-                               metadata={"help": f"Teacher dtype, one of {tuple(DTYPES)} (auto: student's)."})
+                               metadata={"help": f"Teacher dtype, one of {tuple(DTYPES)} (auto: bf16/fp16 with "
+                                                 "bf16/fp16 mixed precision, else the student's)."})
     attn_implementation: str = field(default="sdpa", metadata={"help": f"One of {ATTN_IMPLEMENTATIONS}."})
     chat_template: bool = field(default=False, metadata={"help": "Wrap prompts in the tokenizer's chat template."})
     completion_only_loss: bool = field(default=False, metadata={

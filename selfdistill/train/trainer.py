@@ -42,17 +42,34 @@ cached_layout = functools.lru_cache(maxsize=4096)(build_layout)
 
 
 def frozen_teacher(model, *, dtype: torch.dtype | None = None):
-    """A frozen deep copy of ``model`` (its current = initial weights), in eval mode with no grad."""
+    """A frozen deep copy of ``model`` (its current = initial weights), in eval mode with no grad.
+
+    With ``dtype``, each floating tensor is copied straight into ``dtype`` (no full-precision copy first: for an 8B
+    fp32 student that transient would be ~32 GB per rank); tied weights stay tied."""
     if any(hasattr(p, "ds_id") for p in model.parameters()):
         raise ValueError("the student is already partitioned by DeepSpeed ZeRO-3, so a deep copy would hold empty "
                          "shards. Keep zero3_init_flag: false, and create your model before the DistillConfig (a "
                          "TrainingArguments with a DeepSpeed config makes from_pretrained/from_config partition "
                          "weights), or let run_distillation load it from model_name_or_path; or pass the teacher")
-    teacher = copy.deepcopy(model)
+    memo = {}
     if dtype is not None:
-        teacher = teacher.to(dtype)
+        for t in (*model.parameters(), *model.buffers()):
+            if t.is_floating_point() and id(t) not in memo:
+                copied = t.detach().to(dtype=dtype, copy=True)
+                memo[id(t)] = torch.nn.Parameter(copied, requires_grad=False) if isinstance(
+                    t, torch.nn.Parameter) else copied
+    teacher = copy.deepcopy(model, memo)
     teacher.eval().requires_grad_(False)
     return teacher
+
+
+def teacher_dtype_for(args) -> torch.dtype | None:
+    """The full-fine-tune teacher's dtype: ``teacher_dtype`` when set, else the run's mixed precision (bf16 / fp16:
+    the teacher only runs forward, and autocast would round its matmuls to that precision anyway), else the
+    student's (``None``)."""
+    if args.teacher_dtype != "auto":
+        return resolve_dtype(args.teacher_dtype)
+    return torch.bfloat16 if args.bf16 else torch.float16 if args.fp16 else None
 
 
 class JsonlLogCallback(TrainerCallback):
@@ -94,8 +111,7 @@ class DistillTrainer(Trainer):
                              "add_mask_token(model, tokenizer) first")
         self.gated = gated_state(model) is not None
         if teacher is None and args.loss_mode != "gt_ce":
-            teacher = BaseModelView(model) if self.gated else frozen_teacher(
-                model, dtype=None if args.teacher_dtype == "auto" else resolve_dtype(args.teacher_dtype))
+            teacher = BaseModelView(model) if self.gated else frozen_teacher(model, dtype=teacher_dtype_for(args))
         super().__init__(model=model, args=args, **kwargs)
         self.loss_is_scaled_for_ga = False  # per-micro-batch mean: Trainer divides by the accumulation steps
         own_weights = teacher is None or isinstance(teacher, BaseModelView)  # nothing to freeze, move or shard

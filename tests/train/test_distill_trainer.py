@@ -293,3 +293,32 @@ def test_frozen_teacher_refuses_a_zero3_partitioned_student():
     next(model.parameters()).ds_id = 0  # what deepspeed.zero.Init leaves on every parameter
     with pytest.raises(ValueError, match="partitioned by DeepSpeed ZeRO-3.*create your model before"):
         frozen_teacher(model)
+
+
+@pytest.mark.parametrize("tied", [False, True])
+def test_a_cast_teacher_is_the_students_weights_rounded_once(tied):
+    """Each tensor is copied straight into the teacher's dtype: equal to casting the student's, tied weights still
+    one tensor, the student untouched, and the same logits as the student cast as a whole."""
+    model = tiny_model(dtype=torch.float32, tie_word_embeddings=tied)
+    teacher = frozen_teacher(model, dtype=torch.bfloat16)
+    for (name, p), (_, q) in zip(model.named_parameters(), teacher.named_parameters()):
+        assert q.dtype == torch.bfloat16 and p.dtype == torch.float32 and not q.requires_grad
+        assert torch.equal(q, p.detach().to(torch.bfloat16)) and q.data_ptr() != p.data_ptr(), name
+    assert (teacher.lm_head.weight is teacher.model.embed_tokens.weight) == tied
+    ids = torch.randint(0, 90, (2, 7))
+    reference = copy.deepcopy(model).to(torch.bfloat16)
+    with torch.no_grad():
+        assert torch.equal(teacher(ids).logits, reference(ids).logits)
+
+
+def test_the_teacher_follows_the_runs_mixed_precision():
+    from types import SimpleNamespace
+
+    from selfdistill.train.trainer import teacher_dtype_for
+
+    def args(**kw):
+        return SimpleNamespace(**({"teacher_dtype": "auto", "bf16": False, "fp16": False} | kw))
+
+    assert teacher_dtype_for(args()) is None
+    assert teacher_dtype_for(args(bf16=True)) == torch.bfloat16 and teacher_dtype_for(args(fp16=True)) == torch.float16
+    assert teacher_dtype_for(args(bf16=True, teacher_dtype="float32")) == torch.float32
