@@ -17,7 +17,6 @@ finished (EOS or stop string) and ``<out>/meta.json`` the command, commit, hardw
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -85,10 +84,9 @@ def claim_folder(out: Path, fp: dict) -> None:
 
 
 def write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    from selfdistill.paths import write_text_atomic
+
+    write_text_atomic(path, text)
 
 
 def decode_chunk(model, tokenizer, rows: list[dict], cfg: OnPolicyConfig) -> list[dict]:

@@ -30,6 +30,7 @@ from selfdistill.decode.registry import strategy_class, strategy_names
 from selfdistill.eval.agreement import add_agreement
 from selfdistill.eval.evaluation import DecodeSetting
 from selfdistill.provenance import differences
+from selfdistill.paths import write_text_atomic
 
 #: ConfAdapt thresholds swept in the paper (METHOD.md section 6), most to least conservative.
 PAPER_THRESHOLDS = (0.995, 0.99, 0.98, 0.97, 0.96, 0.95, 0.90, 0.87, 0.85, 0.80, 0.75, 0.70, 0.65, 0.60)
@@ -153,13 +154,11 @@ class SweepStore:
         with opener(samples, "wt", encoding="utf-8") as f:
             for r in records:
                 f.write(json.dumps(r, ensure_ascii=False) + "\n")
-        run = self._run_file(task, setting)
-        run.parent.mkdir(parents=True, exist_ok=True)
-        tmp = run.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps({"task": task, "setting": setting.name,
-                                   "fingerprint": self.fingerprint | {"setting": setting_fingerprint(setting)},
-                                   "summary": summary, "samples": str(samples.relative_to(self.root))}, indent=2))
-        tmp.replace(run)  # atomic: an interrupted run never leaves a half-written result behind
+        # atomic: an interrupted run never leaves a half-written result behind
+        write_text_atomic(self._run_file(task, setting), json.dumps(
+            {"task": task, "setting": setting.name,
+             "fingerprint": self.fingerprint | {"setting": setting_fingerprint(setting)},
+             "summary": summary, "samples": str(samples.relative_to(self.root))}, indent=2))
 
 
 def run_sweep(stores: dict[str, SweepStore], rows: dict[str, list[dict]], grid: Sequence[DecodeSetting],

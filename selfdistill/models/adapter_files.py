@@ -21,6 +21,7 @@ import torch
 
 from selfdistill.models.gated_lora import (GatedLoRAConfig, GatedLoRAState, adapter_tensors, apply_gated_lora,
                                            gated_state, load_adapter_tensors)
+from selfdistill.paths import write_text_atomic
 
 FORMAT, FORMAT_VERSION = "selfdistill-gated-lora", 1
 CONFIG_FILE, WEIGHTS_FILE = "gated_lora_config.json", "gated_lora.safetensors"
@@ -49,9 +50,7 @@ def save_gated_lora(model, tokenizer, directory: str | os.PathLike, *, base_mode
     tmp = out / f".{WEIGHTS_FILE}.tmp"
     save_file(weights, str(tmp), metadata={"format": "pt"})
     os.replace(tmp, out / WEIGHTS_FILE)
-    tmp = out / f".{CONFIG_FILE}.tmp"
-    tmp.write_text(json.dumps(meta, indent=1, sort_keys=True))
-    os.replace(tmp, out / CONFIG_FILE)
+    write_text_atomic(out / CONFIG_FILE, json.dumps(meta, indent=1, sort_keys=True))
     if tokenizer is not None:
         tokenizer.save_pretrained(out)
     return out

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from selfdistill.paths import write_text_atomic
 
 FILE = "mtp_calibration.json"
 FORMAT, FORMAT_VERSION = "selfdistill-mtp-calibration", 1
@@ -143,11 +144,7 @@ def save_calibration(directory: str | os.PathLike, cmap: ConfidenceMap, *, recor
     name, digest = weights_digest(directory)
     data = {"format": FORMAT, "format_version": FORMAT_VERSION, "weights_file": name, "weights_sha256": digest,
             **cmap.to_dict(), "record": record}
-    path = Path(directory) / FILE
-    tmp = path.with_name(f".{FILE}.tmp")
-    tmp.write_text(json.dumps(data, indent=1) + "\n")
-    os.replace(tmp, path)
-    return path
+    return write_text_atomic(Path(directory) / FILE, json.dumps(data, indent=1) + "\n")
 
 
 def read_calibration(directory: str | os.PathLike) -> ConfidenceMap | None:

@@ -26,6 +26,7 @@ from pathlib import Path
 import yaml
 from transformers import TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+from selfdistill.paths import write_text_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -116,9 +117,7 @@ def truncate_metrics(output_dir: str, step: int) -> None:
         return
     lines = path.read_text().splitlines(keepends=True)
     kept = [line for line in lines if line.strip() and json.loads(line).get("step", 0) <= step]
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(kept))
-    os.replace(tmp, path)
+    write_text_atomic(path, "".join(kept))
 
 
 def remove_stale_saves(output_dir: str) -> list[Path]:

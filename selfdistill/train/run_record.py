@@ -18,6 +18,7 @@ import yaml
 
 from selfdistill.train.layout import num_source_tokens_needed
 from selfdistill.train.run_dir import METRICS_FILE, RESOLVED_CONFIG, RUN_RECORD
+from selfdistill.paths import write_text_atomic
 
 #: What a lineage entry keeps of a run's record.
 SUMMARY_KEYS = ("command", "commit", "hardware", "time_utc", "wall_time_s", "steps", "dataset", "init_adapter",
@@ -73,7 +74,5 @@ def write_run_record(cfg, trainer, record: dict, wall_time_s: float) -> Path:
         if cfg.init_adapter:
             record["lineage"] = lineage(resolve_model_path(cfg.init_adapter))
             record["total"] = totals([{k: record[k] for k in SUMMARY_KEYS if k in record}, *record["lineage"]])
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(record, indent=1))
-        os.replace(tmp, path)
+        write_text_atomic(path, json.dumps(record, indent=1))
     return path
