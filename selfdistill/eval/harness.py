@@ -4,7 +4,8 @@ Importing this module registers the model ``selfdistill`` with lm-eval. Its ``ge
 :func:`selfdistill.eval.evaluation.decode_batch` (the same code path as ``scripts/pareto.py``), so any strategy of
 :class:`selfdistill.eval.evaluation.DecodeSetting` (the registry's, :mod:`selfdistill.decode.registry`) can be
 scored on any generative lm-eval task; loglikelihood requests are plain forward passes (inherited from
-lm-eval's ``HFLM``). model_args: ``pretrained`` (path, hub id, or ``tiny-student``/``tiny-teacher``),
+lm-eval's ``HFLM``) with the ``<mtp>`` tokens taken out of the distribution, so an adapter folder scores exactly
+what its base model scores. model_args: ``pretrained`` (path, hub id, or ``tiny-student``/``tiny-teacher``),
 ``strategy`` (any of :func:`selfdistill.decode.registry.strategy_names`) and its options (any the registry
 declares: ``threshold``, ``k``, ``k_max``, ``mask_margin``, ``lead_groups``, ...; parsed and validated by the
 registry, unset ones take the strategy's defaults, ``k_max`` the model's trained one where it records one),
@@ -63,7 +64,7 @@ class SelfDistillLM(HFLM):
         super().__init__(pretrained=pretrained, **kwargs)
         from selfdistill.models.mask_token import add_mask_token as add_mask
         from selfdistill.models.calibration import calibration_from
-        from selfdistill.models.mask_token import mask_token_id_from, trained_k_max_from
+        from selfdistill.models.mask_token import mask_token_id_from, mask_token_ids, trained_k_max_from
 
         trained = trained_k_max_from(self.model)
         if options.get("k_max") is None and trained is not None and takes_option(strategy, "k_max"):
@@ -76,11 +77,21 @@ class SelfDistillLM(HFLM):
                 raise ValueError(f"{pretrained} has no <mtp> mask token, which strategy {strategy!r} needs; use a "
                                  "distilled checkpoint or add_mask_token=True (untrained mask, step-0 baseline)")
             add_mask(self.model, self.tokenizer)
+        self._mask_ids = mask_token_ids(self.tokenizer)
         #: Also decode every request with plain ``generate`` and report agreement with it (twice the decoding).
         self.agreement = _as_bool(agreement)
         #: One entry per generate_until request: task, new tokens, forward passes, its batch's decode seconds.
         self.decode_records: list[dict] = []
         self._decode_seconds: dict[str, float] = defaultdict(float)
+
+    def _model_call(self, inps, attn_mask=None, labels=None):
+        """HFLM's forward (loglikelihood requests), with the ``<mtp>`` tokens taken out of the distribution: they are
+        never text, so an adapter folder scores exactly what its base model scores (the gate is off at real
+        tokens)."""
+        logits = super()._model_call(inps, attn_mask=attn_mask, labels=labels)
+        if self._mask_ids:
+            logits[..., self._mask_ids] = float("-inf")
+        return logits
 
     def generate_until(self, requests, disable_tqdm: bool = False) -> list[str]:
         """Greedy decoding of each request with ``self.setting``; batches hold one task and one gen_kwargs."""

@@ -10,6 +10,8 @@ decoding engine warns when a strategy reads them.
 
 from __future__ import annotations
 
+import re
+
 MASK_TOKEN = "<mtp>"
 CONFIG_KEY = "mtp_mask_token_id"
 TRAINED_K_KEY = "mtp_trained_k_max"
@@ -20,6 +22,12 @@ def reserved_mask_tokens(num_reserved: int) -> list[str]:
     if num_reserved < 1:
         raise ValueError(f"num_reserved must be >= 1, got {num_reserved}")
     return [MASK_TOKEN] + [f"<mtp_{i}>" for i in range(1, num_reserved)]
+
+
+def mask_token_ids(tokenizer) -> list[int]:
+    """Ids of ``<mtp>`` and its reserved siblings (``<mtp_1>``, ...) that ``tokenizer`` carries: never text."""
+    reserved = re.compile(re.escape(MASK_TOKEN) + r"|<mtp_\d+>")
+    return sorted(i for t, i in tokenizer.get_added_vocab().items() if reserved.fullmatch(t))
 
 
 def add_mask_token(model, tokenizer, *, num_reserved: int = 4, pad_to_multiple_of: int | None = None) -> int:

@@ -171,6 +171,19 @@ def test_an_adapter_folder_loads_through_the_one_loader_and_verify_matches_the_b
     base = SelfDistillLM(pretrained=str(plain), strategy="generate", **common)
     assert gated.generate_until(reqs, disable_tqdm=True) == base.generate_until(reqs, disable_tqdm=True)
 
+    # loglikelihood requests are plain forwards of real tokens: the gate is off, so the adapter folder scores what
+    # lm-eval's own HFLM scores on the base checkpoint
+    from lm_eval.api.instance import Instance
+    from lm_eval.models.huggingface import HFLM
+
+    pairs = [("Q: 2 + 3 = ?\nA:", " 5"), ("Q: 7 - 4 = ?\nA:", " 3 apples"), ("Tom has", " 3 apples.")]
+    requests = [Instance(request_type="loglikelihood", doc={}, arguments=p, idx=i) for i, p in enumerate(pairs)]
+    ours = gated.loglikelihood(requests, disable_tqdm=True)
+    theirs = HFLM(pretrained=str(plain), **common).loglikelihood(requests, disable_tqdm=True)
+    assert [g for _, g in ours] == [g for _, g in theirs]
+    assert [lp for lp, _ in ours] == pytest.approx([lp for lp, _ in theirs], abs=1e-9)
+    assert len({round(lp, 6) for lp, _ in ours}) == 3  # three different scores: the check compares something
+
 
 @pytest.mark.parametrize("bad", ["nan", "-1", "x"])
 def test_lm_eval_model_args_go_through_the_same_validation(bad, monkeypatch):

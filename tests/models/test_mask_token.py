@@ -44,3 +44,14 @@ def test_trained_k_max_is_saved_with_the_checkpoint(tmp_path):
     for bad in (0, 2.0, True, None):
         with pytest.raises(ValueError, match="trained k_max"):
             set_trained_k_max(model, bad)
+
+
+def test_mask_token_ids_are_the_mask_and_its_reserved_siblings():
+    from selfdistill.models.mask_token import mask_token_ids
+
+    tok = AutoTokenizer.from_pretrained(teacher_path())
+    assert mask_token_ids(tok) == []
+    tok.add_special_tokens({"additional_special_tokens": ["<mtpx>", "<other>"]})
+    model = AutoModelForCausalLM.from_pretrained(teacher_path())
+    first = add_mask_token(model, tok, num_reserved=3)
+    assert mask_token_ids(tok) == [first, first + 1, first + 2]  # "<mtpx>" and "<other>" are not masks
