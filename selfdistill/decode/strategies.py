@@ -169,17 +169,23 @@ class ConfAdapt(_EngineStrategy):
         for t in grid.thresholds:
             if not 0.0 < t <= 1.0:
                 raise ValueError(f"ConfAdapt thresholds must be in (0, 1], got {t}")
-        return [{"threshold": t, "k_max": grid.k_max, "mask_margin": grid.mask_margin, "calibrated": grid.calibrated}
-                for t in grid.thresholds]
+        if grid.compare_raw and grid.calibrated is False:
+            raise ValueError("compare_raw sweeps raw confidences beside calibrated ones: it needs calibrated "
+                             "ConfAdapt (a model with mtp_calibration.json, calibrated not false)")
+        kinds = (grid.calibrated, False) if grid.compare_raw else (grid.calibrated,)
+        return [{"threshold": t, "k_max": grid.k_max, "mask_margin": grid.mask_margin, "calibrated": cal}
+                for cal in kinds for t in grid.thresholds]
 
     def confidences(self, logits: torch.Tensor) -> torch.Tensor:
-        """``[B, n]``: the confidence of each prediction position compared with tau (calibrated when resolved so)."""
+        """``[B, n]``: the confidence of each prediction position compared with tau. Calibrated (when resolved so)
+        at the masks only: column 0, the last real token's prediction, is always emitted and keeps its raw top-1
+        probability, the gate of METHOD.md's rule (a hesitant next token ends the chunk there)."""
         top = logits.float().softmax(dim=-1).amax(dim=-1)
         if not self.calibrated:
             return top
         if self.calibration is None:
             raise RuntimeError(f"{self!r} was not resolved against a model's calibration (Strategy.resolve)")
-        return self.calibration.apply(top)
+        return torch.cat([top[:, :1], self.calibration.apply(top)[:, 1:]], dim=1)
 
     def accept(self, logits, fed):
         pred = logits.argmax(dim=-1)

@@ -200,6 +200,15 @@ def _nan0(v) -> float:
     return 0.0 if not _finite(v) else v
 
 
+def shown_path(path: Path) -> str:
+    """``path`` relative to the working directory when it lies below it (a committed summary names no machine's
+    absolute paths), else as given."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
 def write_reports(root: Path, summaries: dict[str, list[dict]], *, meta: dict, plots: bool = True) -> dict[str, Path]:
     """``summary.csv``, ``summary.json``, ``frontier.md`` and (``plots``) ``plots/<task>.png`` from the finished
     summaries ``{task: [summary per setting]}``; ``meta`` (provenance, config) goes into ``summary.json``.
@@ -215,7 +224,7 @@ def write_reports(root: Path, summaries: dict[str, list[dict]], *, meta: dict, p
                                           default=str))
     model, batch = meta["config"]["model"], meta["config"]["batch_size"]
     written["markdown"].write_text(frontier_markdown(rows_by_task, model=model, batch_size=batch))
-    written["summary"].write_text(plain_summary(rows_by_task, root=str(root), model=model))
+    written["summary"].write_text(plain_summary(rows_by_task, root=shown_path(root), model=model))
     if plots:
         for task, rows in rows_by_task.items():
             written[f"plot_{task}"] = root / "plots" / f"{task}.png"

@@ -1,6 +1,6 @@
 """A decoding sweep: the grid of settings, the resumable store of finished (task, setting) results, and the
 loop that runs what is missing; the reports written from them (CSV, JSON, markdown frontier tables, PNG plots)
-are :mod:`selfdistill.eval.reports`. Driven by ``scripts/pareto.py``.
+are :mod:`selfdistill.eval.reports`. Driven by :mod:`selfdistill.eval.pareto` (``scripts/pareto.py``).
 
 Layout of a sweep folder ``results/<name>/``:
 
@@ -52,6 +52,7 @@ class SweepGrid:
     mask_margin: int | None = None
     hedged_lead_groups: Sequence[int] = ()
     calibrated: bool | None = None  # ConfAdapt's confidences: calibrated, raw, or (None) the model's map if any
+    compare_raw: bool = False  # with calibrated ConfAdapt, also sweep each threshold on raw confidences
 
 
 def sweep_strategies() -> tuple[str, ...]:

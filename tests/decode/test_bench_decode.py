@@ -5,21 +5,17 @@ import csv
 import pytest
 import torch
 
+from selfdistill.decode import bench as bench_decode
 from selfdistill.decode.forward_cost import FORWARD_WIDTHS, add_ratios
-from support import load_script
-
-
-def _load_script():
-    return load_script("bench_decode")
 
 
 def test_bench_decode_on_suite_prompts(tmp_path):
-    bench = _load_script()
+    bench = bench_decode
     cfg = bench.parse_args(["--model", "tiny-student", "--suite", "synthetic", "--limit", "3", "--max-new-tokens", "6",
                             "--batch-sizes", "1,2", "--repeats", "1",
                             "--only", "static_k1,static_k2,conf_adapt_0.9_kmax16_margin2",
                             "--num-threads", "1", "--forward-cost-repeats", "2", "--out", str(tmp_path)])
-    rows = bench.main(cfg)
+    rows = bench.run_bench_decode(cfg)
     assert [(r["batch_size"], r["strategy"]) for r in rows] == [
         (b, s) for b in (1, 2) for s in ("generate", "static_k1", "static_k2", "conf_adapt_0.9_kmax16_margin2")]
     assert all(r["prompts"] == 3 and r["new_tokens"] > 0 for r in rows)
@@ -44,7 +40,7 @@ def test_bench_decode_on_suite_prompts(tmp_path):
 
 
 def test_random_llama_shapes():
-    bench = _load_script()
+    bench = bench_decode
     assert bench.random_llama_shape("1024,8", vocab_size=8192) == dict(
         hidden_size=1024, num_layers=8, vocab_size=8192, num_heads=16, num_kv_heads=8)
     # the preset is Llama-3.2-1B's shape: built without memory, it has that model's 1,235,814,400 parameters

@@ -2,13 +2,13 @@
 
 import pytest
 
+from selfdistill.decode import bench as bench_decode
 from selfdistill.decode.registry import bench_settings
-from support import load_script
 
 
 @pytest.fixture(scope="module")
 def bench():
-    return load_script("bench_decode")
+    return bench_decode
 
 
 def _usage_error(bench, capsys, argv) -> str:

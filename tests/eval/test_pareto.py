@@ -1,4 +1,4 @@
-"""scripts/pareto.py end to end on a tiny random checkpoint: files written, resume, clear argument errors."""
+"""The sweep recipe (scripts/pareto.py's) on a tiny random checkpoint: files written, resume, argument errors."""
 
 import csv
 import json
@@ -9,12 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from support import load_script, save_tiny_checkpoint
+from support import save_tiny_checkpoint
 
 
 @pytest.fixture(scope="module")
 def pareto():
-    return load_script("pareto")
+    from selfdistill.eval import pareto
+
+    return pareto
 
 
 @pytest.fixture(autouse=True)
@@ -56,7 +58,7 @@ def count_evaluations(monkeypatch):
 def test_tiny_sweep_writes_reports_and_resumes(pareto, ckpt, tmp_path, monkeypatch):
     calls = count_evaluations(monkeypatch)
     cfg = small_cfg(pareto, ckpt, tmp_path)
-    root = pareto.main(cfg)
+    root = pareto.run_pareto(cfg)
     assert calls == ["generate", "conf_adapt_0.9_kmax16"]
     for name in ("summary.csv", "summary.json", "frontier.md", "plots/synthetic.png",
                  "samples/synthetic__generate.jsonl", "samples/synthetic__conf_adapt_0.9_kmax16.jsonl"):
@@ -79,33 +81,33 @@ def test_tiny_sweep_writes_reports_and_resumes(pareto, ckpt, tmp_path, monkeypat
 
     # Re-run with one more setting: only the new one is decoded, the table holds all three.
     calls.clear()
-    pareto.main(replace(cfg, static_k=[2], plots=False))
+    pareto.run_pareto(replace(cfg, static_k=[2], plots=False))
     assert calls == ["static_k2"]
     assert [r["setting"] for r in csv.DictReader(open(root / "summary.csv"))] == [
         "generate", "static_k2", "conf_adapt_0.9_kmax16"]
 
     # Other conditions under the same name are refused; --overwrite redoes everything requested.
     with pytest.raises(ValueError, match="different conditions"):
-        pareto.main(replace(cfg, max_new_tokens=5, plots=False))
+        pareto.run_pareto(replace(cfg, max_new_tokens=5, plots=False))
     calls.clear()
-    pareto.main(replace(cfg, max_new_tokens=5, overwrite=True, plots=False))
+    pareto.run_pareto(replace(cfg, max_new_tokens=5, overwrite=True, plots=False))
     assert calls == ["generate", "conf_adapt_0.9_kmax16"]
 
 
 def test_replaced_checkpoint_at_the_same_path_is_refused_and_a_touched_one_resumes(pareto, tmp_path, monkeypatch):
     ckpt = save_tiny_checkpoint(tmp_path / "ckpt")
     cfg = small_cfg(pareto, ckpt, tmp_path / "out", limit=1, plots=False)
-    pareto.main(cfg)
+    pareto.run_pareto(cfg)
     weights = ckpt / "model.safetensors"
     # same bytes, new modification time (a fresh clone, a copy): the finished pairs are reused, nothing decoded
     os.utime(weights, (weights.stat().st_atime, weights.stat().st_mtime + 100))
     calls = count_evaluations(monkeypatch)
-    pareto.main(cfg)
+    pareto.run_pareto(cfg)
     assert calls == []
     # the same model name resolving to a copy of the files elsewhere (a packaged alias in a fresh clone): resumed
     elsewhere = str(shutil.copytree(ckpt, tmp_path / "elsewhere"))
     monkeypatch.setattr(pareto, "resolve_model", lambda name: elsewhere)
-    pareto.main(cfg)
+    pareto.run_pareto(cfg)
     assert calls == []
     monkeypatch.undo()
     # "retrained" in place: same size, one byte of a tensor changed
@@ -113,18 +115,18 @@ def test_replaced_checkpoint_at_the_same_path_is_refused_and_a_touched_one_resum
     data[-1] ^= 1
     weights.write_bytes(bytes(data))
     with pytest.raises(ValueError, match="checkpoint"):
-        pareto.main(cfg)
+        pareto.run_pareto(cfg)
 
 
 def test_finished_pair_without_its_samples_is_refused_before_decoding(pareto, tmp_path, monkeypatch):
     # what a fresh clone looked like while gzipped samples were git-ignored: run files present, samples gone
     ckpt = save_tiny_checkpoint(tmp_path / "ckpt")
     cfg = small_cfg(pareto, ckpt, tmp_path / "out", limit=1, plots=False)
-    root = pareto.main(cfg)
+    root = pareto.run_pareto(cfg)
     (root / "samples" / "synthetic__generate.jsonl").unlink()
     calls = count_evaluations(monkeypatch)
     with pytest.raises(FileNotFoundError, match="synthetic__generate.jsonl are missing"):
-        pareto.main(replace(cfg, static_k=[2]))  # a new setting: nothing is decoded before the refusal
+        pareto.run_pareto(replace(cfg, static_k=[2]))  # a new setting: nothing is decoded before the refusal
     assert calls == []
 
 
@@ -146,14 +148,14 @@ def test_bad_arguments_fail_before_any_model_loading(pareto, tmp_path, monkeypat
 
     monkeypatch.setattr(pareto, "load_model", no_loading)
     with pytest.raises(ValueError, match=match):
-        pareto.main(small_cfg(pareto, tmp_path / "missing_ckpt", tmp_path, **over))
+        pareto.run_pareto(small_cfg(pareto, tmp_path / "missing_ckpt", tmp_path, **over))
 
 
 def test_model_without_mask_token_is_refused_before_loading_weights(pareto, tmp_path, monkeypatch):
     plain = save_tiny_checkpoint(tmp_path / "plain", with_mask_token=False)
     monkeypatch.setattr(pareto, "load_model", lambda *a, **k: (_ for _ in ()).throw(AssertionError("loaded")))
     with pytest.raises(ValueError, match="no <mtp> mask token"):
-        pareto.main(small_cfg(pareto, plain, tmp_path))
+        pareto.run_pareto(small_cfg(pareto, plain, tmp_path))
 
 
 def test_missing_student_says_what_to_do(pareto, monkeypatch):

@@ -1,4 +1,4 @@
-"""scripts/pareto.py: what changes tokens/s is part of a sweep's conditions, and bad outputs fail before work."""
+"""The sweep recipe (scripts/pareto.py's): what changes tokens/s is in the conditions; bad outputs fail first."""
 
 import csv
 import json
@@ -13,13 +13,13 @@ from test_pareto import ckpt, pareto, restore_threads, small_cfg  # noqa: F401  
 
 def test_threads_host_and_torch_are_conditions_and_recorded_per_row(pareto, ckpt, tmp_path):
     cfg = small_cfg(pareto, ckpt, tmp_path, limit=1, plots=False, thresholds=[], num_threads=1)
-    root = pareto.main(cfg)
+    root = pareto.run_pareto(cfg)
     rows = list(csv.DictReader(open(root / "summary.csv")))
     assert rows and all(r["num_threads"] == "1" and r["host"] for r in rows)
     result = json.loads((root / "summary.json").read_text())["results"]["synthetic"][0]
     assert {"num_threads", "host", "hardware", "torch"} <= set(result)
     with pytest.raises(ValueError, match="different conditions.*'num_threads': \\(1, 2\\)"):
-        pareto.main(replace(cfg, num_threads=2))
+        pareto.run_pareto(replace(cfg, num_threads=2))
 
 
 @pytest.mark.parametrize("over, error, match", [
@@ -35,7 +35,7 @@ def test_bad_outputs_fail_before_any_loading(pareto, tmp_path, monkeypatch, over
     if "output_dir" in over:
         over = over | {"output_dir": str(tmp_path / over["output_dir"])}
     with pytest.raises(error, match=match):
-        pareto.main(small_cfg(pareto, tmp_path / "ckpt", tmp_path, **over))
+        pareto.run_pareto(small_cfg(pareto, tmp_path / "ckpt", tmp_path, **over))
 
 
 def test_the_command_line_takes_config_files_both_ways_and_reports_bad_values(pareto, tmp_path, capsys):
@@ -71,3 +71,17 @@ def test_conf_adapt_is_calibrated_when_the_model_has_a_map_unless_turned_off(par
     assert pareto.settings(cfg, trained_k_max=5)[1].name == "conf_adapt_0.9_kmax5"
     off = parse_config(pareto.ParetoConfig, ["--thresholds", "0.9", "--calibrated", "false"])
     assert [s.calibrated for s in pareto.settings(off, has_calibration=True) if s.strategy == "conf_adapt"] == [False]
+
+
+def test_compare_raw_sweeps_each_threshold_calibrated_and_raw(pareto, capsys):
+    cfg = parse_config(pareto.ParetoConfig, ["--no_static", "--no_verify", "--thresholds", "0.95", "0.9",
+                                             "--compare_raw", "true"], check=pareto.check_config)
+    assert [s.name for s in pareto.settings(cfg, trained_k_max=5, has_calibration=True)] == [
+        "generate", "conf_adapt_0.95_kmax5_cal", "conf_adapt_0.9_kmax5_cal", "conf_adapt_0.95_kmax5",
+        "conf_adapt_0.9_kmax5"]
+    with pytest.raises(ValueError, match="compare_raw.*needs calibrated"):
+        pareto.settings(cfg, trained_k_max=5, has_calibration=False)  # no map: nothing to compare
+    with pytest.raises(SystemExit):  # a usage error before anything loads
+        parse_config(pareto.ParetoConfig, ["--thresholds", "0.9", "--calibrated", "false", "--compare_raw", "true"],
+                     check=pareto.check_config)
+    assert "compare_raw" in capsys.readouterr().err

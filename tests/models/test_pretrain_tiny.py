@@ -5,21 +5,20 @@ import json
 import pytest
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from selfdistill.models import pretrain_tiny
 from selfdistill.data.synthetic import synthetic_rows
 from selfdistill.models.tiny import TinyModelShape
-
-from support import load_script
 
 
 @pytest.fixture(scope="module")
 def pretrain():
-    return load_script("pretrain_tiny")
+    return pretrain_tiny
 
 
 def test_tiny_run_writes_an_auto_loadable_checkpoint_and_labels_only_the_answer(pretrain, tmp_path):
     cfg = pretrain.PretrainConfig(output_dir=str(tmp_path / "t"), n_per_subtask=20, max_steps=2, batch_size=4,
                                   num_threads=1)
-    out = pretrain.main(cfg, TinyModelShape(vocab_size=400, hidden_size=32, num_layers=1, num_heads=2,
+    out = pretrain.run_pretrain_tiny(cfg, TinyModelShape(vocab_size=400, hidden_size=32, num_layers=1, num_heads=2,
                                             num_kv_heads=1, intermediate_size=64))
     model, tok = AutoModelForCausalLM.from_pretrained(out), AutoTokenizer.from_pretrained(out)
     assert model.config.hidden_size == 32 and not (out / "_trainer").exists()

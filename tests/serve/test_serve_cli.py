@@ -5,7 +5,8 @@ import csv
 import json
 
 import pytest
-from support import load_script, needs_gsm8k
+from selfdistill.serve import bench as bench_serve
+from support import needs_gsm8k
 
 pytest.importorskip("fastapi")
 
@@ -31,8 +32,8 @@ def test_serve_refuses_bad_options_before_loading(capsys, argv, message):
 
 @needs_gsm8k
 def test_bench_serve_smoke(tmp_path):
-    bench = load_script("bench_serve")
-    rows = bench.main(["--requests", "2", "--max-tokens", "6", "--warmup", "0", "--concurrency", "1", "2",
+    bench = bench_serve
+    rows = bench.run_bench_serve(["--requests", "2", "--max-tokens", "6", "--warmup", "0", "--concurrency", "1", "2",
                        "--settings", "conf_adapt_0.9", "--k_max", "4", "--mask_margin", "2", "--out", str(tmp_path)])
     assert [(r["setting"], r["concurrency"]) for r in rows] == [
         ("plain_static_k1", 1), ("conf_adapt_0.9", 1), ("plain_static_k1", 2), ("conf_adapt_0.9", 2)]
@@ -52,9 +53,9 @@ def test_bench_serve_smoke(tmp_path):
 
 
 def test_bench_serve_refuses_a_bad_k_max_before_starting_a_server(capsys, tmp_path):
-    bench = load_script("bench_serve")
+    bench = bench_serve
     with pytest.raises(SystemExit) as exit_:
-        bench.main(["--k_max", "0", "--out", str(tmp_path)])
+        bench.run_bench_serve(["--k_max", "0", "--out", str(tmp_path)])
     assert exit_.value.code == 2 and "--k_max and --mask_margin must be >= 1" in capsys.readouterr().err
 
 
@@ -92,9 +93,9 @@ def test_a_model_without_a_mask_token_may_still_be_served_as_plain_greedy_decodi
 
 
 def test_bench_serve_refuses_a_name_that_leaves_results(capsys):
-    bench = load_script("bench_serve")
+    bench = bench_serve
     with pytest.raises(SystemExit) as exit_:
-        bench.main(["--name", "../../x"])
+        bench.run_bench_serve(["--name", "../../x"])
     assert exit_.value.code == 2 and "--name '../../x' must be a plain folder name" in capsys.readouterr().err
 
 

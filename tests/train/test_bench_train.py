@@ -8,7 +8,8 @@ import sys
 
 import pytest
 
-from support import REPO, load_script
+from selfdistill.train import bench as bench_train
+from support import REPO
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -21,7 +22,7 @@ from support import REPO, load_script
     (["--model", "/no/such/folder"], "/no/such/folder"),
 ])
 def test_bad_options_are_usage_errors(argv, message, capsys):
-    bench = load_script("bench_train")
+    bench = bench_train
     with pytest.raises(SystemExit) as exit_:
         bench.parse_args(argv)
     assert exit_.value.code == 2 and message in capsys.readouterr().err

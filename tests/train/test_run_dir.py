@@ -73,7 +73,7 @@ def test_the_command_line_takes_config_equals_resume_true_and_refuses_nan(tmp_pa
     config = REPO / "configs" / "tiny.yaml"
     cfg = parse_config([f"--config={config}", "--output_dir", str(tmp_path), "--resume_from_checkpoint", "true",
                         "--overwrite_output_dir", "true"])
-    assert cfg.k_max == 16 and cfg.resume_from_checkpoint == "true" and cfg.overwrite_output_dir
+    assert cfg.k_max == 5 and cfg.resume_from_checkpoint == "true" and cfg.overwrite_output_dir
     with pytest.raises(SystemExit) as exit_:
         parse_config(["--output_dir", str(tmp_path), "--ntp_weight", "nan"])
     assert exit_.value.code == 2 and "must be finite numbers" in capsys.readouterr().err
