@@ -1,11 +1,11 @@
 """Pretrain the tiny teacher from scratch on the synthetic world (tokenizer included), on CPU.
 
-Usage and options: ``python scripts/pretrain_tiny.py --help``; the recipe is :mod:`selfdistill.models.pretrain_tiny`.
+Usage and options: ``python scripts/pretrain_tiny.py --help``; the recipe is :mod:`selfdistill.train.pretrain_tiny`.
 """
 
 from transformers import HfArgumentParser
 
-from selfdistill.models.pretrain_tiny import PretrainConfig, run_pretrain_tiny
+from selfdistill.train.pretrain_tiny import PretrainConfig, run_pretrain_tiny
 from selfdistill.models.tiny import TinyModelShape
 
 if __name__ == "__main__":

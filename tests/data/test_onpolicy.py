@@ -7,9 +7,9 @@ import json
 import pytest
 import torch
 
-from selfdistill.data import onpolicy_run
 from selfdistill.data.onpolicy import chunks, onpolicy_row, pick_rows
 from selfdistill.data.prompts import SCHEMA
+from support import load_script
 
 
 def _row(i, **over):
@@ -46,7 +46,7 @@ def test_onpolicy_row_replaces_the_solution_and_says_what_it_was():
 
 @pytest.fixture(scope="module")
 def script():
-    return onpolicy_run
+    return load_script("onpolicy_data")
 
 
 def _cfg(script, out, **over):
@@ -61,7 +61,7 @@ def test_script_writes_the_base_models_greedy_text_and_resumes(script, tmp_path)
     from selfdistill.train.data import load_rows
 
     out = tmp_path / "op"
-    path = script.run_onpolicy_data(_cfg(script, out))
+    path = script.main(_cfg(script, out))
     every = [json.loads(line) for p in sorted((out / "chunks").iterdir()) for line in p.read_text().splitlines()]
     kept = [json.loads(line) for line in path.read_text().splitlines()]
     assert len(every) == 6 and kept == [r for r in every if r["finished"]] and kept
@@ -82,7 +82,7 @@ def test_script_writes_the_base_models_greedy_text_and_resumes(script, tmp_path)
     # resume: a lost chunk is redone, the others are kept as they were
     first = (out / "chunks" / "00000.jsonl").read_text()
     (out / "chunks" / "00001.jsonl").unlink()
-    script.run_onpolicy_data(_cfg(script, out))
+    script.main(_cfg(script, out))
     assert (out / "chunks" / "00000.jsonl").read_text() == first
     assert [json.loads(line) for line in path.read_text().splitlines()] == kept
 

@@ -5,7 +5,7 @@ import csv
 import pytest
 import torch
 
-from selfdistill.decode import bench as bench_decode
+from selfdistill.eval import bench_decode
 from selfdistill.decode.forward_cost import FORWARD_WIDTHS, add_ratios
 
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from selfdistill.decode import bench as bench_decode
+from selfdistill.eval import bench_decode
 from selfdistill.decode.registry import bench_settings
 
 

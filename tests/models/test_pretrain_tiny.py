@@ -5,7 +5,7 @@ import json
 import pytest
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from selfdistill.models import pretrain_tiny
+from selfdistill.train import pretrain_tiny
 from selfdistill.data.synthetic import synthetic_rows
 from selfdistill.models.tiny import TinyModelShape
 
