@@ -2,116 +2,12 @@
 with today's layers and with the layers of an earlier commit (read from git), each timed on the decoder's pass
 shape (``--real`` real tokens then ``--masks`` masks over a warm cache), interleaved, with the bare one-token and
 all-real forwards beside them. Prints median ms and each relative to its one-token forward, and checks that both
-give the same logits.
+give the same logits (the recipe: ``selfdistill.eval.bench_gated_layers``).
 
     python scripts/bench_gated_layers.py --before 989898b --dtype bfloat16 --out results/bench_decode/gated_layers_epyc
 """
 
-from __future__ import annotations
-
-import argparse
-import contextlib
-import importlib.util
-import json
-import statistics
-import subprocess
-import sys
-import tempfile
-import time
-from pathlib import Path
-
-import torch
-from transformers import DynamicCache
-
-from selfdistill.models import gated_lora as gl
-from selfdistill.models.loader import load_model
-from selfdistill.models.smollm2 import adapter_path
-from selfdistill.provenance import provenance
-
-
-def layers_at(commit: str):
-    """``selfdistill/models/gated_lora.py`` as it was at ``commit``, imported as a module of its own."""
-    source = subprocess.run(["git", "show", f"{commit}:selfdistill/models/gated_lora.py"], capture_output=True,
-                            text=True, check=True, cwd=Path(__file__).resolve().parent.parent).stdout
-    path = Path(tempfile.mkdtemp()) / "gated_lora_before.py"
-    path.write_text(source)
-    spec = importlib.util.spec_from_file_location("gated_lora_before", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-def model_with(layers, dtype: str):
-    """The base model with the shipped adapter applied by ``layers`` (a gated_lora module)."""
-    from safetensors.torch import load_file
-
-    model, _ = load_model("smollm2-135m-instruct", dtype=dtype)
-    meta = gl.read_adapter_config(adapter_path())
-    weights = load_file(str(adapter_path() / gl.WEIGHTS_FILE))
-    rows = gl.pop_new_rows(weights)
-    model.resize_token_embeddings(meta["vocab_size"], mean_resizing=False)
-    with torch.no_grad():
-        model.get_input_embeddings().weight[meta["base_vocab_size"]:] = rows[gl.NEW_ROWS_KEY].to(model.dtype)
-    config = layers.GatedLoRAConfig(rank=meta["rank"], alpha=meta["alpha"], targets=meta["targets"])
-    layers.apply_gated_lora(model, config, mask_token_id=meta["mask_token_id"], base_vocab_size=meta["base_vocab_size"])
-    layers.load_adapter_tensors(model, weights)
-    return model.eval(), meta["mask_token_id"]
-
-
-def main(argv=None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--before", required=True, help="commit whose gated_lora.py is the baseline")
-    p.add_argument("--dtype", default="float32")
-    p.add_argument("--real", type=int, default=2)
-    p.add_argument("--masks", type=int, default=4)
-    p.add_argument("--context", type=int, default=150)
-    p.add_argument("--repeats", type=int, default=25)
-    p.add_argument("--num-threads", type=int, default=2)
-    p.add_argument("--out", type=Path, required=True)
-    args = p.parse_args(argv)
-    record = provenance()
-    torch.set_num_threads(args.num_threads)
-    models = {"after": model_with(gl, args.dtype), "before": model_with(layers_at(args.before), args.dtype)}
-    mask = models["after"][1]
-    width = args.real + args.masks
-    shapes = {"w1": ([5], 0), f"w{width} real": (list(range(5, 5 + width)), 0),
-              f"{args.real} real + {args.masks} masks": (list(range(5, 5 + args.real)) + [mask] * args.masks,
-                                                         args.masks)}
-    ctx = torch.randint(0, 1000, (1, args.context), generator=torch.Generator().manual_seed(0))
-    caches, times = {}, {}
-    with torch.no_grad():
-        for name, (model, _) in models.items():
-            caches[name] = DynamicCache(config=model.config)
-            model(input_ids=ctx, cache=caches[name], use_cache=True, logits_to_keep=torch.tensor([0]))
-        for rep in range(args.repeats + 1):
-            for name, (model, _) in models.items():
-                for shape, (ids, tail) in shapes.items():
-                    declared = gl.trailing_masks(model, tail) if name == "after" else contextlib.nullcontext()
-                    ids_t, pos = torch.tensor([ids]), torch.arange(args.context, args.context + len(ids))[None]
-                    start = time.perf_counter()
-                    with declared:
-                        model(input_ids=ids_t, position_ids=pos, cache=caches[name], use_cache=True,
-                              logits_to_keep=torch.arange(len(ids)))
-                    seconds = time.perf_counter() - start
-                    caches[name].crop(-len(ids))
-                    if rep:  # the first round warms up
-                        times.setdefault(f"{name} {shape}", []).append(seconds)
-        probe = torch.tensor([shapes[list(shapes)[-1]][0]])
-        diff = (models["after"][0](probe).logits.float() - models["before"][0](probe).logits.float()).abs().max()
-    rows = []
-    for key, values in times.items():
-        one = statistics.median(times[f"{key.split()[0]} w1"])
-        rows.append({"layers": key.split()[0], "shape": key.split(" ", 1)[1], "ms": 1e3 * statistics.median(values),
-                     "ratio_to_w1": statistics.median(values) / one})
-        print(f"{args.dtype} {key:28s} {rows[-1]['ms']:8.2f} ms  x{rows[-1]['ratio_to_w1']:.2f}")
-    print(f"max |after - before| logits: {diff.item():.3g}")
-    out = record | {"command": " ".join(sys.argv), "args": {k: str(v) for k, v in vars(args).items()},
-                    "rows": rows, "max_logit_difference": diff.item()}
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"{args.dtype}.json").write_text(json.dumps(out, indent=1))
-    return out
-
-
 if __name__ == "__main__":
-    main()
+    from selfdistill.eval.bench_gated_layers import run_bench_gated_layers
+
+    run_bench_gated_layers()

@@ -23,48 +23,11 @@ The resolved configuration is written to ``<output_dir>/distill_config.yaml``; m
 ``report_to: wandb``). The final checkpoint in ``output_dir`` loads with ``AutoModelForCausalLM``. At the end,
 ``<output_dir>/run_record.json`` holds the command, the commit the run started from, hardware, versions, wall
 time, steps, tokens consumed and the first and last logged metrics, and for a warm start (``init_adapter``) the
-lineage of runs behind the adapter with their totals (``selfdistill/train/run_record.py``).
+lineage of runs behind the adapter with their totals (``selfdistill/train/run_record.py``). The recipe:
+``selfdistill.train.online_distill``.
 """
 
-from __future__ import annotations
-
-import os
-import time
-from pathlib import Path
-
-from selfdistill.train.config import DistillConfig
-from selfdistill.train.run import run_distillation
-from selfdistill.train.run_record import write_run_record
-
-DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "tiny.yaml"
-
-
-def parse_config(argv: list[str] | None = None) -> DistillConfig:
-    """``DistillConfig`` from ``--config X.yaml`` (default :data:`DEFAULT_CONFIG`) plus CLI overrides; a bad value
-    is a usage error (exit 2) before anything loads."""
-    from selfdistill.cli import parse_config as parse
-
-    return parse(DistillConfig, argv, default_config=DEFAULT_CONFIG, prog="online_distill.py",
-                 description=__doc__.split("\n\n")[0])
-
-
-def main(cfg: DistillConfig):
-    from selfdistill.provenance import provenance
-
-    record = provenance()  # now, so the commit is the one the run started from
-    start = time.perf_counter()
-    trainer = run_distillation(cfg)
-    write_run_record(cfg, trainer, record, time.perf_counter() - start)
-    return trainer
-
-
 if __name__ == "__main__":
-    from selfdistill.train.guards import NoLossItemsError, TrainingDivergedError
-    from selfdistill.train.run_dir import ResumeMismatchError
+    from selfdistill.train.online_distill import main
 
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    try:
-        main(parse_config())
-    except (TrainingDivergedError, NoLossItemsError, ResumeMismatchError, FileExistsError, FileNotFoundError,
-            NotADirectoryError, PermissionError) as err:
-        raise SystemExit(f"online_distill.py: error: {err}") from None
+    main(description=__doc__.split("\n\n")[0])

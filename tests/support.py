@@ -1,12 +1,10 @@
-"""Helpers shared by the test folders (``tests/`` is on ``sys.path``, see pyproject): load a script as a module,
-and save a tiny random checkpoint on disk (tokenizer + Llama + ``<mtp>`` mask) for end-to-end tests of the sweep
+"""Helpers shared by the test folders (``tests/`` is on ``sys.path``, see pyproject): the benchmark data markers,
+and a tiny random checkpoint saved on disk (tokenizer + Llama + ``<mtp>`` mask) for end-to-end tests of the sweep
 and the lm-eval adapter, which load models by path. Not a test module."""
 
 from __future__ import annotations
 
-import importlib.util
 import os
-import sys
 from pathlib import Path
 
 import pytest
@@ -29,16 +27,6 @@ def _needs_data(path: Path, name: str):
 
 needs_gsm8k = _needs_data(default_gsm8k_dir() / "train.jsonl", "GSM8K")
 needs_bbh = _needs_data(default_bbh_dir(), "BBH")
-
-
-def load_script(name: str):
-    """``scripts/<name>.py`` as a module (scripts/ is not a package). Registered in ``sys.modules`` because
-    dataclasses look their module up while a class is built; loading must have no side effects."""
-    spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def save_tiny_checkpoint(directory: str | Path, *, vocab_size: int = 320, with_mask_token: bool = True,

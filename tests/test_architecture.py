@@ -73,3 +73,16 @@ def test_rewards_holds_graders_only():
     assert {p.stem for p in rewards.glob("*.py")} == {"__init__", "graders"}
     for p in rewards.glob("*.py"):
         assert not _stage_imports(p), f"{p.name} imports selfdistill; graders are pure string functions"
+
+
+def test_scripts_are_thin_and_tests_import_the_package():
+    """Every script is argument parsing plus one call into a package recipe (issue #30: at most ~80 lines), and no
+    test loads a script by its path: what a test exercises lives in ``selfdistill``."""
+    root = PACKAGE.parent
+    long = {p.name: n for p in (root / "scripts").glob("*.py") if (n := len(p.read_text().splitlines())) > 80}
+    assert not long, f"scripts over 80 lines (move their logic into a package recipe): {long}"
+    by_path = ("spec_from_file_" + "location", "run_" + "path(")  # spelt apart so this file does not match itself
+    for path in (root / "tests").rglob("*.py"):
+        text = path.read_text()
+        assert not any(call in text for call in by_path), (
+            f"{path.relative_to(root)} loads a module by path; import it from selfdistill")

@@ -90,7 +90,7 @@ def check_init_adapter(cfg: DistillConfig) -> None:
 def load_splits(cfg: DistillConfig) -> dict:
     """``{"train": rows, "validation": rows or None}`` of ``cfg.dataset`` in the normalised schema, read before
     any model loads: a missing, empty or malformed file or a bad split fails in seconds, not after the load."""
-    from selfdistill.train.data import load_rows
+    from selfdistill.data.sources import load_rows
 
     def rows(split):
         found = load_rows(cfg.dataset, split=split, seed=cfg.seed, validation_fraction=cfg.validation_fraction,

@@ -1,5 +1,5 @@
 """On-policy training text: the pure pieces (selfdistill/data/onpolicy.py) on hand-made cases, and
-scripts/onpolicy_data.py end to end on the shipped tiny teacher (completions against plain ``generate``, resume,
+the recipe (selfdistill/eval/onpolicy_data.py) end to end on the shipped tiny teacher (completions against plain ``generate``, resume,
 refusals, the trainer reading the result)."""
 
 import json
@@ -9,7 +9,6 @@ import torch
 
 from selfdistill.data.onpolicy import chunks, onpolicy_row, pick_rows
 from selfdistill.data.prompts import SCHEMA
-from support import load_script
 
 
 def _row(i, **over):
@@ -45,23 +44,25 @@ def test_onpolicy_row_replaces_the_solution_and_says_what_it_was():
 
 
 @pytest.fixture(scope="module")
-def script():
-    return load_script("onpolicy_data")
+def recipe():
+    from selfdistill.eval import onpolicy_data
+
+    return onpolicy_data
 
 
-def _cfg(script, out, **over):
+def _cfg(recipe, out, **over):
     args = {"model": "tiny-teacher", "dataset": "synthetic", "limit": 6, "chunk_rows": 4, "batch_size": 3,
             "chat_template": False, "max_new_tokens": 48, "num_threads": 1, "out": str(out)} | over
-    return script.OnPolicyConfig(**args)
+    return recipe.OnPolicyConfig(**args)
 
 
-def test_script_writes_the_base_models_greedy_text_and_resumes(script, tmp_path):
+def test_recipe_writes_the_base_models_greedy_text_and_resumes(recipe, tmp_path):
     from selfdistill.data.prompts import render_prompt
     from selfdistill.models.loader import load_model
-    from selfdistill.train.data import load_rows
+    from selfdistill.data.sources import load_rows
 
     out = tmp_path / "op"
-    path = script.main(_cfg(script, out))
+    path = recipe.run_onpolicy_data(_cfg(recipe, out))
     every = [json.loads(line) for p in sorted((out / "chunks").iterdir()) for line in p.read_text().splitlines()]
     kept = [json.loads(line) for line in path.read_text().splitlines()]
     assert len(every) == 6 and kept == [r for r in every if r["finished"]] and kept
@@ -82,7 +83,7 @@ def test_script_writes_the_base_models_greedy_text_and_resumes(script, tmp_path)
     # resume: a lost chunk is redone, the others are kept as they were
     first = (out / "chunks" / "00000.jsonl").read_text()
     (out / "chunks" / "00001.jsonl").unlink()
-    script.main(_cfg(script, out))
+    recipe.run_onpolicy_data(_cfg(recipe, out))
     assert (out / "chunks" / "00000.jsonl").read_text() == first
     assert [json.loads(line) for line in path.read_text().splitlines()] == kept
 
@@ -90,21 +91,21 @@ def test_script_writes_the_base_models_greedy_text_and_resumes(script, tmp_path)
     assert len(load_rows(str(path), split="train")) + len(load_rows(str(path), split="validation")) == len(kept)
 
 
-def test_script_refuses_a_folder_of_another_run(script, tmp_path):
+def test_recipe_refuses_a_folder_of_another_run(recipe, tmp_path):
     out = tmp_path / "op"
-    script.claim_folder(out, script.fingerprint(_cfg(script, out)))
+    recipe.claim_folder(out, recipe.fingerprint(_cfg(recipe, out)))
     with pytest.raises(FileExistsError, match="other options.*limit"):
-        script.claim_folder(out, script.fingerprint(_cfg(script, out, limit=7)))
+        recipe.claim_folder(out, recipe.fingerprint(_cfg(recipe, out, limit=7)))
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "x.txt").write_text("x")
     with pytest.raises(FileExistsError, match="not empty"):
-        script.claim_folder(tmp_path / "other", script.fingerprint(_cfg(script, tmp_path / "other")))
+        recipe.claim_folder(tmp_path / "other", recipe.fingerprint(_cfg(recipe, tmp_path / "other")))
 
 
 @pytest.mark.parametrize("over, message", [
     (dict(batch_size=0), "batch_size"), (dict(limit=-1), "limit"), (dict(model="/no/such/model"), "no/such"),
     (dict(dtype="float7"), "float7"),
 ])
-def test_script_rejects_bad_options_before_loading(script, tmp_path, over, message):
+def test_recipe_rejects_bad_options_before_loading(recipe, tmp_path, over, message):
     with pytest.raises((ValueError, FileNotFoundError), match=message):
-        script.check_config(_cfg(script, tmp_path / "op", **over))
+        recipe.check_config(_cfg(recipe, tmp_path / "op", **over))

@@ -1,5 +1,5 @@
 """Two sweeps compared item by item: the paired difference by hand, pairing by id, samples read from plain and
-gzipped files, and the script end to end with its usage errors."""
+gzipped files, and the recipe end to end with its usage errors."""
 
 import gzip
 import json
@@ -10,7 +10,6 @@ import pytest
 from selfdistill.cli import parse_config
 from selfdistill.eval.paired import (compare_setting, compare_sweeps, comparison_markdown, pair_records,
                                      paired_difference, read_samples)
-from support import load_script
 
 
 def _rec(i, tpf, correct=False, completion="x"):
@@ -71,14 +70,15 @@ def test_read_samples_takes_plain_and_gzipped_files_of_one_task(tmp_path):
         compare_sweeps({"a": []}, {"b": []})
 
 
-def test_the_script_compares_the_settings_both_sweeps_ran(tmp_path, capsys):
-    script = load_script("compare_sweeps")
+def test_the_recipe_compares_the_settings_both_sweeps_ran(tmp_path, capsys):
+    from selfdistill.eval import compare_sweeps as recipe
+
     a = _sweep(tmp_path / "a", {"generate": [_rec(1, 1.0), _rec(2, 1.0)], "verify": [_rec(1, 1.5), _rec(2, 2.0)]})
     b = _sweep(tmp_path / "b", {"verify": [_rec(2, 2.5), _rec(1, 1.5)]}, gz={"verify"})
     out = tmp_path / "cmp.md"
-    cfg = parse_config(script.CompareSweepsConfig, ["--sweeps", str(a), str(b), "--labels", "old", "new",
-                                                    "--out", str(out)], check=script.check_config)
-    table = script.main(cfg)
+    cfg = parse_config(recipe.CompareSweepsConfig, ["--sweeps", str(a), str(b), "--labels", "old", "new",
+                                                    "--out", str(out)], check=recipe.check_config)
+    table = recipe.run_compare_sweeps(cfg)
     assert table == comparison_markdown(compare_sweeps(read_samples(a, "gsm8k"), read_samples(b, "gsm8k")),
                                         labels=("old", "new"))
     assert "| verify | 2 | 1.750 | 2.000 | +0.250 ± 0.250 |" in table and "generate" not in table
@@ -87,5 +87,5 @@ def test_the_script_compares_the_settings_both_sweeps_ran(tmp_path, capsys):
                           (["--sweeps", str(a), str(tmp_path / "none")], "no samples/ folder"),
                           (["--sweeps", str(a), str(b), "--labels", "x"], "name both")):
         with pytest.raises(SystemExit):
-            parse_config(script.CompareSweepsConfig, argv, check=script.check_config)
+            parse_config(recipe.CompareSweepsConfig, argv, check=recipe.check_config)
         assert message in capsys.readouterr().err

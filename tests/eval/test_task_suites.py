@@ -86,7 +86,7 @@ def test_the_synthetic_dev_suite_is_train_side_and_apart_from_the_test_split():
 
 
 def test_the_gsm8k_dev_suite_is_held_out_train_questions_no_training_run_sees():
-    from selfdistill.train.data import load_rows
+    from selfdistill.data.sources import load_rows
 
     dev = suite_rows("gsm8k_dev")
     assert len(dev) == 75 and all(r["id"].startswith("gsm8k/train/") for r in dev)

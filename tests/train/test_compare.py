@@ -1,5 +1,5 @@
 """Runs compared at equal steps: binned means by hand, logs read from folders, files and git history, and the
-script's usage errors."""
+recipe's usage errors."""
 
 import json
 import math
@@ -8,7 +8,6 @@ import subprocess
 import pytest
 
 from selfdistill.train.compare import binned_means, comparison_table, read_metrics
-from support import load_script
 
 
 def _write(path, records):
@@ -64,26 +63,32 @@ def test_read_metrics_from_a_folder_and_from_git_history(tmp_path):
     (["--runs", "a", "b", "--bin_steps", "0"], "--bin_steps must be >= 1"),
     (["--runs", "a", "b", "--max_step", "0"], "--max_step must be >= 1"),
 ])
-def test_script_usage_errors(argv, message, capsys):
+def test_usage_errors(argv, message, capsys):
     with pytest.raises(SystemExit) as exit_:
-        load_script("compare_runs").main(argv)
+        _compare(argv)
     assert exit_.value.code == 2 and message in capsys.readouterr().err
 
 
-def test_script_writes_its_table_with_the_command(tmp_path):
+def _compare(argv):
+    from selfdistill.cli import parse_config
+    from selfdistill.train.compare_runs import CompareConfig, check_config, run_compare_runs
+
+    return run_compare_runs(parse_config(CompareConfig, argv, check=check_config))
+
+
+def test_the_recipe_writes_its_table_with_the_command(tmp_path):
     a, b = _write(tmp_path / "a.jsonl", RECORDS), _write(tmp_path / "b.jsonl", RECORDS)
     out = tmp_path / "cmp.md"
-    table = load_script("compare_runs").main(["--runs", str(a), str(b), "--metrics", "a", "--bin_steps", "30",
-                                              "--out", str(out)])
+    table = _compare(["--runs", str(a), str(b), "--metrics", "a", "--bin_steps", "30", "--out", str(out)])
     text = out.read_text()
-    assert "| 1-30 | 0.300 | 0.300 |" in table and table in text and "compare_runs.py --runs" in text
+    assert "| 1-30 | 0.300 | 0.300 |" in table and table in text and text.startswith("Command: `python ")
 
 
 def test_max_step_keeps_the_steps_both_runs_reached(tmp_path):
     long_run = _write(tmp_path / "long.jsonl", RECORDS)
     short_run = _write(tmp_path / "short.jsonl", RECORDS[:2])
     out = tmp_path / "cmp.md"
-    table = load_script("compare_runs").main(["--runs", str(long_run), str(short_run), "--metrics", "a",
-                                              "--bin_steps", "10", "--max_step", "20", "--out", str(out)])
+    table = _compare(["--runs", str(long_run), str(short_run), "--metrics", "a", "--bin_steps", "10",
+                      "--max_step", "20", "--out", str(out)])
     assert table.splitlines()[2:] == ["| 1-10 | 0.100 | 0.100 |", "| 11-20 | 0.300 | 0.300 |"]
     assert "10-step bins (steps <= 20)" in out.read_text()

@@ -19,15 +19,8 @@ from selfdistill.data.prompts import SCHEMA, render_training_text
 from selfdistill.models.tiny import tiny_model
 from selfdistill.train.data import build_windows, training_windows
 
-from support import REPO, load_script
-
-
-def _script():
-    return load_script("online_distill")
-
-
-def parse_config(argv):
-    return _script().parse_config(argv)
+from selfdistill.train.online_distill import parse_config, run_online_distill
+from support import REPO
 
 
 def _rows(n=24):
@@ -196,13 +189,12 @@ def test_cli_overrides_and_default_config(tmp_path):
     assert cfg.model_name_or_path == "tiny-teacher" and cfg.k_max == 4
 
 
-def test_script_main_on_the_default_config_writes_checkpoint_and_run_record(tmp_path):
+def test_the_recipe_on_the_default_config_writes_checkpoint_and_run_record(tmp_path):
     """The shipped default (tiny teacher, synthetic corpus, configs/tiny.yaml) end to end, two steps."""
-    script = _script()
-    cfg = script.parse_config(["--output_dir", str(tmp_path), "--max_steps", "2", "--logging_steps", "1",
-                               "--synthetic_rows_per_subtask", "20", "--save_strategy", "no", "--eval_strategy", "no",
-                               "--disable_tqdm", "true"])
-    script.main(cfg)
+    cfg = parse_config(["--output_dir", str(tmp_path), "--max_steps", "2", "--logging_steps", "1",
+                        "--synthetic_rows_per_subtask", "20", "--save_strategy", "no", "--eval_strategy", "no",
+                        "--disable_tqdm", "true"])
+    run_online_distill(cfg)
     record = json.loads((tmp_path / RUN_RECORD).read_text())
     assert {"command", "commit", "hardware", "versions", "time_utc"} <= set(record)
     assert record["steps"] == 2 and record["wall_time_s"] > 0
@@ -265,7 +257,7 @@ def test_training_windows_end_rows_with_eos(tokenizer):
 
 
 def test_load_rows_local_file_grouped_split_and_errors(tmp_path):
-    from selfdistill.train.data import load_rows
+    from selfdistill.data.sources import load_rows
 
     path = tmp_path / "rows.jsonl"
     _rows(24).to_json(str(path))
@@ -281,7 +273,7 @@ def test_load_rows_local_file_grouped_split_and_errors(tmp_path):
 
 
 def test_load_rows_synthetic():
-    from selfdistill.train.data import load_rows
+    from selfdistill.data.sources import load_rows
 
     rows = load_rows("synthetic:synth_gsm", synthetic_rows_per_subtask=3)
     assert len(rows) > 0 and set(rows["task"]) == {"synth_gsm"}

@@ -25,7 +25,7 @@ HUB_NAME = "openai/gsm8k"
 #: The dev split, for every recipe and adapter choice (the test split is reported, never tuned on): the GSM8K
 #: *train* questions held out by the trainer's own grouped split at its defaults (validation_fraction 0.01, seed 0),
 #: 75 questions. No adapter of the shipped lineage trained on them, and a ``gsm8k`` training run never does, at any
-#: seed or fraction (:func:`selfdistill.train.data.load_rows` drops them from its train side).
+#: seed or fraction (:func:`selfdistill.data.sources.load_rows` drops them from its train side).
 DEV_FRACTION, DEV_SEED = 0.01, 0
 HUB_CONFIG = "main"
 SPLITS = ("train", "test")

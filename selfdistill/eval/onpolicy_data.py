@@ -1,0 +1,137 @@
+"""On-policy training text: the base model's own greedy answers to a dataset's train questions
+(rows built by :mod:`selfdistill.data.onpolicy`), as a file the trainer reads with ``dataset: <folder>/train.jsonl``.
+
+    python scripts/onpolicy_data.py --model smollm2-135m-instruct --dataset gsm8k --limit 1000 \\
+        --chat_template true --out runs/data/gsm8k_onpolicy_smollm2
+    python scripts/online_distill.py --config configs/smollm2_135m_gated_k5_onpolicy.yaml
+
+Questions come from the dataset's train side (:func:`selfdistill.data.sources.load_rows`: the held-out
+validation groups are left out), ``--limit`` of them drawn by ``--seed``. Each is decoded greedily by ``model.generate`` with the
+benchmark's own prompt (zero-shot, in the chat template with ``--chat_template``) and stop strings, exactly as
+``scripts/pareto.py`` decodes its ``generate`` row. Rows are decoded in chunks; each finished chunk is written
+atomically to ``<out>/chunks/``, so an interrupted run resumes where it stopped (the same command again), and a
+run with other options refuses the folder. At the end ``<out>/train.jsonl`` holds the rows whose completion
+finished (EOS or stop string) and ``<out>/meta.json`` the command, commit, hardware, counts and time.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+
+@dataclass(kw_only=True)
+class OnPolicyConfig:
+    model: str = field(default="smollm2-135m-instruct", metadata={
+        "help": "the base model (alias, checkpoint folder or hub id): the one the student is distilled from"})
+    dataset: str = field(default="gsm8k", metadata={
+        "help": "training data spec as in the trainer's --dataset ('gsm8k[:path]', 'metamathqa[:path]', a file)"})
+    limit: int | None = field(default=1000, metadata={"help": "questions to answer (0 = all of the train side)"})
+    seed: int = field(default=0, metadata={"help": "which questions (and the train/validation split's seed)"})
+    validation_fraction: float = field(default=0.01, metadata={"help": "as the trainer's (its held-out groups)"})
+    chat_template: bool = field(default=True, metadata={"help": "prompt in the tokenizer's chat template"})
+    max_new_tokens: int = 256
+    batch_size: int = 32
+    chunk_rows: int = field(default=128, metadata={"help": "rows per resumable chunk"})
+    dtype: str = field(default="float32", metadata={"help": "auto, float32, bfloat16, float16 or float64"})
+    device: str = field(default="auto", metadata={"help": "auto (cuda if available), cpu, cuda, ..."})
+    num_threads: int = field(default=0, metadata={"help": "torch CPU threads (0 = torch's default)"})
+    out: str = field(default="runs/data/onpolicy", metadata={"help": "output folder"})
+
+
+def check_config(cfg: OnPolicyConfig) -> None:
+    """Every option error as a ``ValueError`` naming it, before any model or data loads."""
+    from selfdistill.cli import check_output_folder
+    from selfdistill.models.loader import resolve_device, resolve_dtype, resolve_model_path
+
+    for name in ("max_new_tokens", "batch_size", "chunk_rows"):
+        if getattr(cfg, name) < 1:
+            raise ValueError(f"--{name} must be >= 1, got {getattr(cfg, name)}")
+    if cfg.limit is not None and cfg.limit < 0:
+        raise ValueError(f"--limit must be >= 0 (0 = all), got {cfg.limit}")
+    if cfg.num_threads < 0:
+        raise ValueError(f"--num_threads must be >= 0, got {cfg.num_threads}")
+    resolve_dtype(cfg.dtype)
+    resolve_device(cfg.device)
+    resolve_model_path(cfg.model)
+    check_output_folder(cfg.out, flag="--out")
+
+
+def fingerprint(cfg: OnPolicyConfig) -> dict:
+    """What decides the folder's content; a resumed run must match it (threads and device only change speed)."""
+    from selfdistill.data.onpolicy import FORMAT_VERSION
+
+    keep = ("model", "dataset", "limit", "seed", "validation_fraction", "chat_template", "max_new_tokens",
+            "batch_size", "chunk_rows", "dtype")
+    return {"format_version": FORMAT_VERSION} | {k: getattr(cfg, k) for k in keep}
+
+
+def claim_folder(out: Path, fp: dict) -> None:
+    """Create ``out`` for ``fp``, or accept it when it was started with the same ``fp``; else refuse it."""
+    marker = out / "fingerprint.json"
+    if marker.is_file():
+        from selfdistill.provenance import differences
+
+        if changed := differences(json.loads(marker.read_text()), fp):
+            raise FileExistsError(f"{out} was written with other options {changed}; use another --out")
+        return
+    from selfdistill.paths import write_text_atomic
+
+    if out.exists() and any(out.iterdir()):
+        raise FileExistsError(f"{out} is not empty and holds no on-policy run; use another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(marker, json.dumps(fp, indent=1))
+
+
+def decode_chunk(model, tokenizer, rows: list[dict], cfg: OnPolicyConfig) -> list[dict]:
+    """The on-policy rows of ``rows`` (finished or not), in order."""
+    from selfdistill.data.onpolicy import onpolicy_row
+    from selfdistill.eval.evaluation import DecodeSetting, evaluate
+
+    records, _ = evaluate(model, tokenizer, rows, DecodeSetting(strategy="generate"), batch_size=cfg.batch_size,
+                          max_new_tokens=cfg.max_new_tokens, style="zero_shot", chat=cfg.chat_template)
+    return [onpolicy_row(row, rec, max_new_tokens=cfg.max_new_tokens) for row, rec in zip(rows, records)]
+
+
+def run_onpolicy_data(cfg: OnPolicyConfig) -> Path:
+    """Decode the missing chunks, then write ``train.jsonl`` and ``meta.json``. Returns ``train.jsonl``'s path."""
+    import torch
+
+    from selfdistill.data.onpolicy import chunks, pick_rows
+    from selfdistill.data.sources import load_rows
+    from selfdistill.models.loader import load_model
+    from selfdistill.paths import write_text_atomic
+    from selfdistill.provenance import provenance
+
+    check_config(cfg)
+    out = Path(cfg.out).expanduser()
+    claim_folder(out, fingerprint(cfg))
+    run_provenance = provenance()
+    if cfg.num_threads:
+        torch.set_num_threads(cfg.num_threads)
+    rows = load_rows(cfg.dataset, split="train", seed=cfg.seed, validation_fraction=cfg.validation_fraction)
+    parts = chunks(pick_rows(list(rows), limit=cfg.limit or None, seed=cfg.seed), size=cfg.chunk_rows)
+    paths = [out / "chunks" / f"{i:05d}.jsonl" for i in range(len(parts))]
+    todo = [i for i, p in enumerate(paths) if not p.is_file()]
+    started, model = time.time(), None
+    for n, i in enumerate(todo, 1):
+        if model is None:
+            model, tokenizer = load_model(cfg.model, dtype=cfg.dtype, device=cfg.device)
+        tic = time.time()
+        done = decode_chunk(model, tokenizer, parts[i], cfg)
+        write_text_atomic(paths[i], "".join(json.dumps(r) + "\n" for r in done))
+        print(f"chunk {i + 1}/{len(parts)} ({n}/{len(todo)} this run): {len(done)} rows in {time.time() - tic:.0f} s")
+    every = [json.loads(line) for p in paths for line in p.read_text(encoding="utf-8").splitlines()]
+    kept = [r for r in every if r["finished"]]
+    if not kept:
+        raise RuntimeError(f"no completion finished within --max_new_tokens {cfg.max_new_tokens}: nothing to train on")
+    write_text_atomic(out / "train.jsonl", "".join(json.dumps(r) + "\n" for r in kept))
+    meta = {"provenance": run_provenance, "config": asdict(cfg), "rows": len(every), "finished": len(kept),
+            "base_correct": sum(r["base_correct"] for r in every), "seconds_this_run": round(time.time() - started, 1),
+            "threads": torch.get_num_threads()}
+    write_text_atomic(out / "meta.json", json.dumps(meta, indent=1))
+    print(f"wrote {out / 'train.jsonl'}: {len(kept)} of {len(every)} rows finished "
+          f"({meta['base_correct']} answered correctly by the base model)")
+    return out / "train.jsonl"
