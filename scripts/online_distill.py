@@ -20,7 +20,8 @@ stops the run with exit status 1 (docs/training.md: what is checked before the m
 
 The resolved configuration is written to ``<output_dir>/distill_config.yaml``; metrics go to
 ``<output_dir>/metrics.jsonl`` (and to wandb, offline unless ``WANDB_MODE`` says otherwise, when
-``report_to: wandb``). The final checkpoint in ``output_dir`` loads with ``AutoModelForCausalLM``. At the end,
+``report_to: wandb``). The final checkpoint in ``output_dir`` loads with ``selfdistill.load_model`` (a gated LoRA
+run saves an adapter folder; a full fine-tune also loads with ``AutoModelForCausalLM``). At the end,
 ``<output_dir>/run_record.json`` holds the command, the commit the run started from, hardware, versions, wall
 time, steps, tokens consumed and the first and last logged metrics, and for a warm start (``init_adapter``) the
 lineage of runs behind the adapter with their totals (``selfdistill/train/run_record.py``). The recipe:

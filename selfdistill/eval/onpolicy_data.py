@@ -5,13 +5,13 @@
         --chat_template true --out runs/data/gsm8k_onpolicy_smollm2
     python scripts/online_distill.py --config configs/smollm2_135m_gated_k5_onpolicy.yaml
 
-Questions come from the dataset's train side (:func:`selfdistill.data.sources.load_rows`: the held-out
-validation groups are left out), ``--limit`` of them drawn by ``--seed``. Each is decoded greedily by ``model.generate`` with the
+Questions come from the dataset's train side (:func:`selfdistill.data.sources.load_rows`: the held-out validation
+groups are left out), ``--limit`` of them drawn by ``--seed``. Each is decoded greedily by ``model.generate`` with the
 benchmark's own prompt (zero-shot, in the chat template with ``--chat_template``) and stop strings, exactly as
 ``scripts/pareto.py`` decodes its ``generate`` row. Rows are decoded in chunks; each finished chunk is written
-atomically to ``<out>/chunks/``, so an interrupted run resumes where it stopped (the same command again), and a
-run with other options refuses the folder. At the end ``<out>/train.jsonl`` holds the rows whose completion
-finished (EOS or stop string) and ``<out>/meta.json`` the command, commit, hardware, counts and time.
+atomically to ``<out>/chunks/``, so an interrupted run resumes where it stopped (the same command again), and a run
+with other options refuses the folder. At the end ``<out>/train.jsonl`` holds the rows whose completion finished (EOS
+or stop string) and ``<out>/meta.json`` the command, commit, hardware, counts and time.
 """
 
 from __future__ import annotations

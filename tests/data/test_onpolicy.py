@@ -1,6 +1,6 @@
-"""On-policy training text: the pure pieces (selfdistill/data/onpolicy.py) on hand-made cases, and
-the recipe (selfdistill/eval/onpolicy_data.py) end to end on the shipped tiny teacher (completions against plain ``generate``, resume,
-refusals, the trainer reading the result)."""
+"""On-policy training text: the pure pieces (selfdistill/data/onpolicy.py) on hand-made cases, and the recipe
+(selfdistill/eval/onpolicy_data.py) end to end on the shipped tiny teacher (completions against plain ``generate``,
+resume, refusals, the trainer reading the result)."""
 
 import json
 

@@ -200,8 +200,11 @@ def test_the_recipe_on_the_default_config_writes_checkpoint_and_run_record(tmp_p
     assert record["steps"] == 2 and record["wall_time_s"] > 0
     assert record["first_logged"]["step"] == 1 and record["last_logged"]["step"] == 2
     assert (tmp_path / RESOLVED_CONFIG).is_file()
-    model = AutoModelForCausalLM.from_pretrained(tmp_path)
-    assert getattr(model.config, CONFIG_KEY) is not None
+    from selfdistill.models.gated_lora import gated_state
+    from selfdistill.models.loader import load_model
+
+    model, _ = load_model(str(tmp_path))  # the demo recipe is gated LoRA: an adapter folder over the tiny teacher
+    assert getattr(model.config, CONFIG_KEY) is not None and gated_state(model) is not None
 
 
 def test_windows_packing_and_padding():
