@@ -21,6 +21,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from selfdistill.paths import write_text_atomic
+
 
 @dataclass(kw_only=True)
 class OnPolicyConfig:
@@ -77,8 +79,6 @@ def claim_folder(out: Path, fp: dict) -> None:
         if changed := differences(json.loads(marker.read_text()), fp):
             raise FileExistsError(f"{out} was written with other options {changed}; use another --out")
         return
-    from selfdistill.paths import write_text_atomic
-
     if out.exists() and any(out.iterdir()):
         raise FileExistsError(f"{out} is not empty and holds no on-policy run; use another --out")
     out.mkdir(parents=True, exist_ok=True)
@@ -102,7 +102,6 @@ def run_onpolicy_data(cfg: OnPolicyConfig) -> Path:
     from selfdistill.data.onpolicy import chunks, pick_rows
     from selfdistill.data.sources import load_rows
     from selfdistill.models.loader import load_model
-    from selfdistill.paths import write_text_atomic
     from selfdistill.provenance import provenance
 
     check_config(cfg)

@@ -7,21 +7,15 @@ LoRA loss 4.41 -> 1.61 (mean of the last three logs), slot-2 agreement 0.13 -> 0
 separate learning from its absence with room for other CPUs' rounding.
 """
 
-import json
 import statistics
 
 import pytest
 
+from selfdistill.train.compare import read_metrics
 from selfdistill.train.online_distill import parse_config, run_online_distill
-from selfdistill.train.run_dir import METRICS_FILE
 
 SLOT2_FLOOR = 0.2  # slot-2 agreement over the last 30 steps, against ~0.13 at the start
 LOSS_RATIO = 0.6  # the last 30 steps' mean loss is at most this share of the first 10 steps'
-
-
-def _logged(out) -> list[dict]:
-    rows = [json.loads(line) for line in (out / METRICS_FILE).read_text().splitlines()]
-    return [r for r in rows if "agree_slot2" in r]
 
 
 @pytest.mark.slow
@@ -33,7 +27,7 @@ def test_a_short_run_lowers_the_loss_and_raises_slot2_agreement(adapter, extra, 
                         "--disable_tqdm", "true", "--k_min", "2", "--k_max", "2", "--warmup_steps", "5",
                         "--adapter", adapter, *extra])
     run_online_distill(cfg)
-    logs = _logged(tmp_path)
+    logs = read_metrics(str(tmp_path))  # the logged training steps of metrics.jsonl
     assert [r["step"] for r in logs] == list(range(10, 81, 10))
     first, last = logs[0], logs[-3:]
     last_loss = statistics.fmean(float(r["loss"]) for r in last)
