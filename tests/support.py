@@ -66,3 +66,20 @@ def attach_random_adapter(model, tokenizer, *, rank: int = 2, std: float = 1.0, 
             if isinstance(m, gated_lora.GatedLoRALinear):
                 m.lora_B.copy_(torch.randn(m.lora_B.shape, generator=gen, dtype=m.lora_B.dtype) * std)
     return model
+
+
+def save_random_teacher_adapter(folder, *, dtype):
+    """``(base with <mtp>, gated model)``: a random gated-LoRA adapter on the tiny teacher, saved to ``folder`` (an
+    adapter folder ``load_model`` applies to ``tiny-teacher``)."""
+    import copy
+
+    from selfdistill.models import gated_lora
+    from selfdistill.models.loader import load_model
+    from selfdistill.models.mask_token import add_mask_token
+
+    base, tok = load_model("tiny-teacher", dtype=dtype)
+    vocab = base.get_input_embeddings().weight.shape[0]
+    add_mask_token(base, tok)
+    gated = attach_random_adapter(copy.deepcopy(base), tok, base_vocab_size=vocab)
+    gated_lora.save_gated_lora(gated, tok, folder, base_model="tiny-teacher")
+    return base, gated

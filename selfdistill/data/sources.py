@@ -2,7 +2,8 @@
 
 Specs (:func:`load_rows`): ``synthetic`` / ``synthetic:<tasks>`` (the embedded world), ``metamathqa`` /
 ``metamathqa:<path or hub id>`` (grouped train/validation split), ``gsm8k`` / ``gsm8k:<path>`` (its dev questions
-never train), or a local ``.json``/``.jsonl``/``.parquet`` file or ``save_to_disk`` folder already in the schema.
+never train), ``onpolicy:<folder>`` (a model's own answers written by ``scripts/onpolicy_data.py``, joined
+by id with the dataset they answer), or a local ``.json``/``.jsonl``/``.parquet`` file or ``save_to_disk`` folder already in the schema.
 The trainer (``selfdistill.train``) and the on-policy data recipe (``selfdistill.eval.onpolicy_data``) read them here.
 """
 
@@ -53,12 +54,29 @@ def load_rows(spec: str, *, split: str = "train", seed: int = 0, validation_frac
             groups = rows.select_columns(["group"]).to_dict()["group"]
             rows = rows.select([i for i, g in enumerate(groups) if g not in dev])
         return rows
+    if name == "onpolicy":
+        return _group_split(_load_onpolicy(arg), split, validation_fraction, seed)
     if os.path.exists(os.path.expanduser(spec)):
         return _group_split(_load_local(os.path.expanduser(spec)), split, validation_fraction, seed)
     if spec.endswith(LOCAL_SUFFIXES) or os.sep in spec or spec.startswith((".", "~")):
         raise FileNotFoundError(f"dataset file {spec} does not exist")
     raise ValueError(f"unknown dataset {spec!r}: use 'synthetic', 'metamathqa[:path-or-hub-id]', 'gsm8k[:path]', "
-                     "or a local file/folder in the normalised schema")
+                     "'onpolicy:<folder>', or a local file/folder in the normalised schema")
+
+
+def _load_onpolicy(folder: str) -> datasets.Dataset:
+    """The finished on-policy rows of ``folder``, joined with the train rows of the dataset they were decoded from
+    (as the folder's fingerprint names it: spec, seed, validation fraction)."""
+    from selfdistill.data.onpolicy import join_onpolicy, read_onpolicy_folder
+
+    if not folder:
+        raise ValueError("dataset 'onpolicy:' needs a folder: 'onpolicy:<folder written by scripts/onpolicy_data.py>'")
+    fp, records = read_onpolicy_folder(folder)
+    source = load_rows(fp["dataset"], split="train", seed=fp["seed"], validation_fraction=fp["validation_fraction"])
+    rows = join_onpolicy(source.to_list(), records)
+    if not rows:
+        raise ValueError(f"{folder}: no finished on-policy row yet ({len(records)} written): nothing to train on")
+    return datasets.Dataset.from_list(rows)
 
 
 def _load_local(path: str) -> datasets.Dataset:

@@ -1,17 +1,21 @@
-"""On-policy training text: the base model's own greedy answers to a dataset's train questions
-(rows built by :mod:`selfdistill.data.onpolicy`), as a file the trainer reads with ``dataset: <folder>/train.jsonl``.
+"""On-policy training text: the base model's own greedy answers to a dataset's train questions (records built by
+:mod:`selfdistill.data.onpolicy`), as a folder the trainer reads with ``dataset: onpolicy:<folder>``.
 
-    python scripts/onpolicy_data.py --model smollm2-135m-instruct --dataset gsm8k --limit 1000 \\
-        --chat_template true --out runs/data/gsm8k_onpolicy_smollm2
+    python scripts/onpolicy_data.py --model smollm2-135m-mtp --strategy verify --dataset gsm8k --limit 0 \\
+        --out runs/data/gsm8k_onpolicy_smollm2
     python scripts/online_distill.py --config configs/smollm2_135m_gated_k5_onpolicy.yaml
 
 Questions come from the dataset's train side (:func:`selfdistill.data.sources.load_rows`: the held-out validation
-groups are left out), ``--limit`` of them drawn by ``--seed``. Each is decoded greedily by ``model.generate`` with the
-benchmark's own prompt (zero-shot, in the chat template with ``--chat_template``) and stop strings, exactly as
-``scripts/pareto.py`` decodes its ``generate`` row. Rows are decoded in chunks; each finished chunk is written
-atomically to ``<out>/chunks/``, so an interrupted run resumes where it stopped (the same command again), and a run
-with other options refuses the folder. At the end ``<out>/train.jsonl`` holds the rows whose completion finished (EOS
-or stop string) and ``<out>/meta.json`` the command, commit, hardware, counts and time.
+groups and GSM8K's dev questions are left out), ``--limit`` of them drawn by ``--seed``. Each is decoded greedily with
+the benchmark's own prompt (zero-shot, in the chat template with ``--chat_template``) and stop strings, exactly as
+``scripts/pareto.py`` decodes. ``--strategy generate`` decodes with ``model.generate``; a lossless strategy
+(``verify``, ``quadratic``) with a gated-LoRA adapter as ``--model`` writes the same greedy text of the adapter's base
+model (real positions compute the base; identical in exact arithmetic) in fewer passes.
+
+Rows are decoded in chunks; each finished chunk is written atomically to ``<out>/chunks/`` and holds ids and
+generated text only (no benchmark text: the trainer joins it with its dataset by id), so a folder can be committed.
+An interrupted run resumes where it stopped (the same command again), and a run with other options refuses the
+folder. ``<out>/meta.json`` holds the command, commit, hardware, counts and time.
 """
 
 from __future__ import annotations
@@ -33,6 +37,9 @@ class OnPolicyConfig:
     limit: int | None = field(default=1000, metadata={"help": "questions to answer (0 = all of the train side)"})
     seed: int = field(default=0, metadata={"help": "which questions (and the train/validation split's seed)"})
     validation_fraction: float = field(default=0.01, metadata={"help": "as the trainer's (its held-out groups)"})
+    strategy: str = field(default="generate", metadata={
+        "help": "generate, or a lossless strategy (verify, quadratic) with a gated-LoRA adapter as --model: the "
+                "adapter's base model's greedy text in fewer passes"})
     chat_template: bool = field(default=True, metadata={"help": "prompt in the tokenizer's chat template"})
     max_new_tokens: int = 256
     batch_size: int = 32
@@ -57,15 +64,35 @@ def check_config(cfg: OnPolicyConfig) -> None:
         raise ValueError(f"--num_threads must be >= 0, got {cfg.num_threads}")
     resolve_dtype(cfg.dtype)
     resolve_device(cfg.device)
-    resolve_model_path(cfg.model)
+    path = resolve_model_path(cfg.model)
+    check_strategy(cfg.strategy, model_path=path)
     check_output_folder(cfg.out, flag="--out")
+
+
+def check_strategy(name: str, *, model_path: str) -> None:
+    """Only greedy text of the base model is on-policy: ``generate``, or a lossless strategy on a gated-LoRA adapter
+    (a full fine-tune's real positions are not the base model's, and a lossy strategy is not greedy)."""
+    from selfdistill.decode.registry import strategy_class
+    from selfdistill.models.loader import is_adapter_folder
+
+    cls = strategy_class(name)
+    if cls.baseline:
+        if name != "generate":
+            raise ValueError(f"--strategy {name} is not plain greedy decoding; use generate or a lossless strategy")
+        return
+    if not cls.lossless:
+        raise ValueError(f"--strategy {name} is not lossless: its text is not the model's greedy text; use generate "
+                         "or a lossless strategy (verify, quadratic)")
+    if not is_adapter_folder(model_path):
+        raise ValueError(f"--strategy {name} needs a gated-LoRA adapter folder as --model (its real positions are "
+                         f"the base model); {model_path} is not one")
 
 
 def fingerprint(cfg: OnPolicyConfig) -> dict:
     """What decides the folder's content; a resumed run must match it (threads and device only change speed)."""
     from selfdistill.data.onpolicy import FORMAT_VERSION
 
-    keep = ("model", "dataset", "limit", "seed", "validation_fraction", "chat_template", "max_new_tokens",
+    keep = ("model", "strategy", "dataset", "limit", "seed", "validation_fraction", "chat_template", "max_new_tokens",
             "batch_size", "chunk_rows", "dtype")
     return {"format_version": FORMAT_VERSION} | {k: getattr(cfg, k) for k in keep}
 
@@ -86,17 +113,22 @@ def claim_folder(out: Path, fp: dict) -> None:
 
 
 def decode_chunk(model, tokenizer, rows: list[dict], cfg: OnPolicyConfig) -> list[dict]:
-    """The on-policy rows of ``rows`` (finished or not), in order."""
-    from selfdistill.data.onpolicy import onpolicy_row
+    """The on-policy records of ``rows`` (finished or not), in order."""
+    from selfdistill.data.onpolicy import onpolicy_record
+    from selfdistill.decode.registry import make_strategy
     from selfdistill.eval.evaluation import DecodeSetting, evaluate
+    from selfdistill.models.loader import trained_k_max_at
 
-    records, _ = evaluate(model, tokenizer, rows, DecodeSetting(strategy="generate"), batch_size=cfg.batch_size,
+    unit = make_strategy(cfg.strategy, trained_k_max=trained_k_max_at(cfg.model))  # k_max: the adapter's trained one
+    setting = DecodeSetting(strategy=cfg.strategy, **unit.values())
+    records, _ = evaluate(model, tokenizer, rows, setting, batch_size=cfg.batch_size,
                           max_new_tokens=cfg.max_new_tokens, style="zero_shot", chat=cfg.chat_template)
-    return [onpolicy_row(row, rec, max_new_tokens=cfg.max_new_tokens) for row, rec in zip(rows, records)]
+    return [onpolicy_record(rec, max_new_tokens=cfg.max_new_tokens) for rec in records]
 
 
 def run_onpolicy_data(cfg: OnPolicyConfig) -> Path:
-    """Decode the missing chunks, then write ``train.jsonl`` and ``meta.json``. Returns ``train.jsonl``'s path."""
+    """Decode the missing chunks, then write ``meta.json``. Returns the dataset spec the trainer reads:
+    ``onpolicy:<out>``."""
     import torch
 
     from selfdistill.data.onpolicy import chunks, pick_rows
@@ -123,14 +155,15 @@ def run_onpolicy_data(cfg: OnPolicyConfig) -> Path:
         write_text_atomic(paths[i], "".join(json.dumps(r) + "\n" for r in done))
         print(f"chunk {i + 1}/{len(parts)} ({n}/{len(todo)} this run): {len(done)} rows in {time.time() - tic:.0f} s")
     every = [json.loads(line) for p in paths for line in p.read_text(encoding="utf-8").splitlines()]
-    kept = [r for r in every if r["finished"]]
+    kept = sum(r["finished"] for r in every)
     if not kept:
         raise RuntimeError(f"no completion finished within --max_new_tokens {cfg.max_new_tokens}: nothing to train on")
-    write_text_atomic(out / "train.jsonl", "".join(json.dumps(r) + "\n" for r in kept))
-    meta = {"provenance": run_provenance, "config": asdict(cfg), "rows": len(every), "finished": len(kept),
-            "base_correct": sum(r["base_correct"] for r in every), "seconds_this_run": round(time.time() - started, 1),
+    meta = {"provenance": run_provenance, "config": asdict(cfg), "rows": len(every), "finished": kept,
+            "base_correct": sum(r["base_correct"] for r in every),
+            "new_tokens": sum(r["new_tokens"] for r in every), "seconds_this_run": round(time.time() - started, 1),
             "threads": torch.get_num_threads()}
     write_text_atomic(out / "meta.json", json.dumps(meta, indent=1))
-    print(f"wrote {out / 'train.jsonl'}: {len(kept)} of {len(every)} rows finished "
-          f"({meta['base_correct']} answered correctly by the base model)")
-    return out / "train.jsonl"
+    spec = f"onpolicy:{cfg.out}"
+    print(f"wrote {out}: {kept} of {len(every)} rows finished ({meta['base_correct']} answered correctly by the "
+          f"base model); train on them with dataset: {spec}")
+    return spec

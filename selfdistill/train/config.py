@@ -31,7 +31,8 @@ class DistillConfig(TrainingArguments):
     model_name_or_path: str = field(default="tiny-teacher", metadata={
         "help": "HF model id or local path; 'tiny-teacher' is the checkpoint shipped in the package."})
     dataset: str = field(default="synthetic", metadata={
-        "help": "'synthetic', 'metamathqa[:path-or-hub-id]', 'gsm8k[:path]' or a local file in the normalised schema."})
+        "help": "'synthetic', 'metamathqa[:path-or-hub-id]', 'gsm8k[:path]', 'onpolicy:<folder>' "
+                "(scripts/onpolicy_data.py) or a local file in the normalised schema."})
     validation_fraction: float = field(default=0.01, metadata={"help": "Held-out fraction of seed-question groups."})
     synthetic_rows_per_subtask: int = field(default=500, metadata={"help": "Rows per synthetic subtask."})
     max_eval_windows: int | None = field(default=256, metadata={"help": "Cap on evaluation windows (None: all)."})

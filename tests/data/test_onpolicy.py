@@ -1,13 +1,13 @@
 """On-policy training text: the pure pieces (selfdistill/data/onpolicy.py) on hand-made cases, and the recipe
 (selfdistill/eval/onpolicy_data.py) end to end on the shipped tiny teacher (completions against plain ``generate``,
-resume, refusals, the trainer reading the result)."""
+``verify`` on a gated adapter against ``generate``, resume, refusals, the trainer reading the result)."""
 
 import json
 
 import pytest
 import torch
 
-from selfdistill.data.onpolicy import chunks, onpolicy_row, pick_rows
+from selfdistill.data.onpolicy import chunks, join_onpolicy, onpolicy_record, onpolicy_row, pick_rows
 from selfdistill.data.prompts import SCHEMA
 
 
@@ -32,15 +32,32 @@ def test_chunks():
         chunks([1], size=0)
 
 
-def test_onpolicy_row_replaces_the_solution_and_says_what_it_was():
-    rec = {"id": "r1", "completion": "  2 + 1 = 3. The answer is 3\n", "new_tokens": 9, "correct": True}
-    out = onpolicy_row(_row(1), rec, max_new_tokens=10)
-    assert out["solution"] == "2 + 1 = 3. The answer is 3" and out["reference_solution"] == "ref 1"
-    assert out["finished"] and out["base_correct"] and set(SCHEMA) <= set(out)
-    assert not onpolicy_row(_row(1), rec, max_new_tokens=9)["finished"]  # cut at the token limit
-    assert not onpolicy_row(_row(1), rec | {"completion": " \n"}, max_new_tokens=10)["finished"]  # nothing written
+def test_a_record_keeps_the_id_and_the_models_text_and_says_what_it_was():
+    rec = {"id": "r1", "completion": "  2 + 1 = 3. The answer is 3\n", "new_tokens": 9, "correct": True,
+           "prompt": "q1", "reference": "3"}
+    out = onpolicy_record(rec, max_new_tokens=10)
+    assert out == {"id": "r1", "completion": "2 + 1 = 3. The answer is 3", "new_tokens": 9, "finished": True,
+                   "base_correct": True}
+    assert not onpolicy_record(rec, max_new_tokens=9)["finished"]  # cut at the token limit
+    assert not onpolicy_record(rec | {"completion": " \n"}, max_new_tokens=10)["finished"]  # nothing written
+
+
+def _rec(i, finished=True):
+    return {"id": f"r{i}", "completion": f"mine {i}", "new_tokens": 3, "finished": finished, "base_correct": False}
+
+
+def test_join_keeps_finished_records_with_their_rows_text_replaced():
+    rows = [_row(i) for i in range(4)]
+    out = join_onpolicy(rows, [_rec(2), _rec(0, finished=False), _rec(1)])
+    assert [r["id"] for r in out] == ["r2", "r1"]
+    assert out[0] == {k: _row(2)[k] for k in SCHEMA} | {"solution": "mine 2", "base_correct": False,
+                                                         "reference_solution": "ref 2"}
+    with pytest.raises(ValueError, match="no row in its dataset"):
+        join_onpolicy(rows, [_rec(9)])
+    with pytest.raises(ValueError, match="twice"):
+        join_onpolicy(rows, [_rec(1), _rec(1)])
     with pytest.raises(ValueError, match="does not belong"):
-        onpolicy_row(_row(2), rec, max_new_tokens=10)
+        onpolicy_row(_row(2), _rec(1))
 
 
 @pytest.fixture(scope="module")
@@ -56,39 +73,78 @@ def _cfg(recipe, out, **over):
     return recipe.OnPolicyConfig(**args)
 
 
-def test_recipe_writes_the_base_models_greedy_text_and_resumes(recipe, tmp_path):
+def _naive_greedy(model, tok, row, max_new_tokens):
+    """``model.generate`` greedy on one prompt alone, cut at the first EOS."""
     from selfdistill.data.prompts import render_prompt
-    from selfdistill.models.loader import load_model
+
+    ids = tok(render_prompt(row), return_tensors="pt").input_ids
+    with torch.no_grad():
+        gen = model.generate(ids, max_new_tokens=max_new_tokens, do_sample=False)[0, ids.shape[1]:].tolist()
+    eos = model.generation_config.eos_token_id
+    eos = set(eos if isinstance(eos, list) else [eos])
+    gen = gen[:next((i for i, t in enumerate(gen) if t in eos), len(gen))]
+    return tok.decode(gen, skip_special_tokens=True).strip()
+
+
+def _records(out):
+    return [json.loads(line) for p in sorted((out / "chunks").iterdir()) for line in p.read_text().splitlines()]
+
+
+def test_recipe_writes_the_base_models_greedy_text_and_resumes(recipe, tmp_path):
     from selfdistill.data.sources import load_rows
+    from selfdistill.models.loader import load_model
 
     out = tmp_path / "op"
-    path = recipe.run_onpolicy_data(_cfg(recipe, out))
-    every = [json.loads(line) for p in sorted((out / "chunks").iterdir()) for line in p.read_text().splitlines()]
-    kept = [json.loads(line) for line in path.read_text().splitlines()]
-    assert len(every) == 6 and kept == [r for r in every if r["finished"]] and kept
+    spec = recipe.run_onpolicy_data(_cfg(recipe, out))
+    every = _records(out)
+    assert spec == f"onpolicy:{out}" and len(every) == 6 and any(r["finished"] for r in every)
+    assert all(set(r) == {"id", "completion", "new_tokens", "finished", "base_correct"} for r in every)
     meta = json.loads((out / "meta.json").read_text())
-    assert meta["rows"] == 6 and meta["finished"] == len(kept) and "commit" in meta["provenance"]
+    assert meta["rows"] == 6 and meta["finished"] == sum(r["finished"] for r in every)
+    assert "commit" in meta["provenance"]
 
-    # the naive reference: model.generate greedy on each prompt alone, cut at the first EOS
+    # the trainer reads the folder joined with its dataset: finished rows, the model's text as the solution
+    rows = list(load_rows(spec, split="train")) + list(load_rows(spec, split="validation"))
+    assert sorted(r["id"] for r in rows) == sorted(r["id"] for r in every if r["finished"])
     model, tok = load_model("tiny-teacher", dtype="float32", device="cpu")
-    for row in every[:3]:
-        ids = tok(render_prompt(row), return_tensors="pt").input_ids
-        with torch.no_grad():
-            gen = model.generate(ids, max_new_tokens=48, do_sample=False)[0, ids.shape[1]:].tolist()
-        eos = model.generation_config.eos_token_id
-        eos = set(eos if isinstance(eos, list) else [eos])
-        gen = gen[:next((i for i, t in enumerate(gen) if t in eos), len(gen))]
-        assert row["solution"] == tok.decode(gen, skip_special_tokens=True).strip()
+    for row in rows[:3]:
+        assert row["solution"] == _naive_greedy(model, tok, row, 48) and row["reference_solution"]
 
     # resume: a lost chunk is redone, the others are kept as they were
     first = (out / "chunks" / "00000.jsonl").read_text()
     (out / "chunks" / "00001.jsonl").unlink()
     recipe.run_onpolicy_data(_cfg(recipe, out))
-    assert (out / "chunks" / "00000.jsonl").read_text() == first
-    assert [json.loads(line) for line in path.read_text().splitlines()] == kept
+    assert (out / "chunks" / "00000.jsonl").read_text() == first and _records(out) == every
 
-    # the trainer reads it as a dataset file
-    assert len(load_rows(str(path), split="train")) + len(load_rows(str(path), split="validation")) == len(kept)
+
+def test_verify_on_a_gated_adapter_writes_the_base_models_greedy_text(recipe, tmp_path):
+    from support import save_random_teacher_adapter
+
+    save_random_teacher_adapter(tmp_path / "adapter", dtype="float32")
+    recipe.run_onpolicy_data(_cfg(recipe, tmp_path / "gen"))
+    recipe.run_onpolicy_data(_cfg(recipe, tmp_path / "ver", model=str(tmp_path / "adapter"), strategy="verify"))
+    assert _records(tmp_path / "ver") == _records(tmp_path / "gen")
+
+
+@pytest.mark.parametrize("over, message", [
+    (dict(strategy="conf_adapt"), "not lossless"), (dict(strategy="verify"), "needs a gated-LoRA adapter"),
+    (dict(strategy="generate_cb"), "not plain greedy"), (dict(strategy="nope"), "unknown strategy"),
+])
+def test_recipe_refuses_text_that_is_not_the_base_models_greedy(recipe, tmp_path, over, message):
+    with pytest.raises(ValueError, match=message):
+        recipe.check_config(_cfg(recipe, tmp_path / "op", **over))
+
+
+def test_an_onpolicy_spec_names_what_is_wrong(tmp_path):
+    from selfdistill.data.sources import load_rows
+
+    with pytest.raises(FileNotFoundError, match="not an on-policy data folder"):
+        load_rows(f"onpolicy:{tmp_path}")
+    with pytest.raises(ValueError, match="needs a folder"):
+        load_rows("onpolicy:")
+    (tmp_path / "fingerprint.json").write_text(json.dumps({"format_version": 1}))
+    with pytest.raises(ValueError, match="format 1"):
+        load_rows(f"onpolicy:{tmp_path}")
 
 
 def test_recipe_refuses_a_folder_of_another_run(recipe, tmp_path):

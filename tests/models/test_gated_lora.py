@@ -13,9 +13,9 @@ import torch
 from selfdistill.decode.decoder import mtp_generate
 from selfdistill.models import gated_lora as gl
 from selfdistill.models.loader import load_model
-from selfdistill.models.mask_token import add_mask_token, mask_token_id_from
+from selfdistill.models.mask_token import mask_token_id_from
 from selfdistill.models.tiny import tiny_model
-from support import attach_random_adapter
+from support import attach_random_adapter, save_random_teacher_adapter
 from selfdistill.train.distill_step import distill_step, forward_slots
 from selfdistill.train.layout import build_layout
 
@@ -109,18 +109,8 @@ def test_save_then_load_is_exact(tmp_path):
     assert meta["rank"] == 4 and meta["format_version"] == gl.FORMAT_VERSION and meta["targets"]
 
 
-def _saved_teacher_adapter(folder, *, dtype):
-    """``(base with <mtp>, gated model)``: a random adapter on the tiny teacher, saved to ``folder``."""
-    base, tok = load_model("tiny-teacher", dtype=dtype)
-    vocab = base.get_input_embeddings().weight.shape[0]
-    add_mask_token(base, tok)
-    gated = attach_random_adapter(copy.deepcopy(base), tok, base_vocab_size=vocab)
-    gl.save_gated_lora(gated, tok, folder, base_model="tiny-teacher")
-    return base, gated
-
-
 def test_load_model_applies_an_adapter_folder_to_its_base(tmp_path):
-    base, gated = _saved_teacher_adapter(tmp_path / "a", dtype="float64")
+    base, gated = save_random_teacher_adapter(tmp_path / "a", dtype="float64")
     loaded, loaded_tok = load_model(str(tmp_path / "a"), dtype="float64")
     assert loaded_tok.convert_tokens_to_ids("<mtp>") == mask_token_id_from(loaded) == mask_token_id_from(gated)
     ids = torch.tensor([[3, 4, 5, mask_token_id_from(gated), mask_token_id_from(gated)]])
@@ -150,7 +140,7 @@ def test_an_adapter_folder_reports_its_mask_id_without_loading(tmp_path):
 
 
 def test_an_exported_bf16_adapter_loads_as_the_float32_one_rounded(tmp_path):
-    _, gated = _saved_teacher_adapter(tmp_path / "a", dtype="float32")
+    _, gated = save_random_teacher_adapter(tmp_path / "a", dtype="float32")
     (tmp_path / "a" / "run_record.json").write_text("{}")
     out = gl.export_adapter(tmp_path / "a", tmp_path / "b", extra_files=("run_record.json",))
     assert (out / "run_record.json").is_file() and (out / "tokenizer.json").is_file()
