@@ -53,7 +53,7 @@ import torch
 
 from selfdistill.decode.forward_cost import BASELINE, FORWARD_BASELINE, add_ratios, forward_cost, ops_columns, pass_ops
 from selfdistill.decode.registry import bench_settings
-from selfdistill.models.loader import DTYPES, resolve_device
+from selfdistill.models.loader import DTYPES, resolve_device, resolve_run_dtype
 from selfdistill.timing import clock
 
 
@@ -97,7 +97,8 @@ class BenchConfig:
     forward_cost_repeats: int = field(default=30, metadata={
         "help": "timed forwards per width for forward_cost.csv (0 = skip that table)"})
     num_threads: int | None = field(default=None, metadata={"help": "torch CPU threads (default: torch's choice)"})
-    dtype: str = field(default="float32", metadata={"help": f"one of {[d for d in DTYPES if d != 'auto']}"})
+    dtype: str | None = field(default=None, metadata={
+        "help": f"one of {[d for d in DTYPES if d != 'auto']}; default: bfloat16 on CUDA, float32 on CPU"})
     device: str = field(default="auto", metadata={"help": "auto (cuda if available), cpu, cuda:N"})
     out: Path = Path("results/bench_decode")
 
@@ -120,9 +121,10 @@ def check_args(cfg: BenchConfig) -> None:
     batch_sizes(cfg)
     if min(cfg.limit, cfg.max_new_tokens, cfg.repeats) < 1 or cfg.forward_cost_repeats < 0:
         raise ValueError("--limit, --max-new-tokens and --repeats must be >= 1, --forward-cost-repeats >= 0")
-    if cfg.dtype not in DTYPES or cfg.dtype == "auto":
-        raise ValueError(f"--dtype {cfg.dtype!r}: choose from {[d for d in DTYPES if d != 'auto']}")
     cfg.device = resolve_device(cfg.device)
+    if cfg.dtype is not None and (cfg.dtype not in DTYPES or cfg.dtype == "auto"):
+        raise ValueError(f"--dtype {cfg.dtype!r}: choose from {[d for d in DTYPES if d != 'auto']}")
+    cfg.dtype = resolve_run_dtype(cfg.dtype, device=cfg.device)
     if cfg.prompts is not None:
         prompt_texts(cfg.prompts)
     check_output_folder(cfg.out, flag="--out")

@@ -58,9 +58,12 @@ class SelfDistillLM(HFLM):
         # the registry parses and validates them (NaN / negative thresholds, options the strategy lacks refused).
         options = pop_options(kwargs)
         self.setting = DecodeSetting(strategy=strategy, **options)
+        from selfdistill.models.loader import default_dtype
+
+        kwargs.setdefault("device", default_device())
+        kwargs["dtype"] = kwargs.get("dtype") or default_dtype(kwargs["device"])  # bf16 on CUDA, fp32 on CPU
         if isinstance(pretrained, str):  # after the options are checked: an adapter folder loads here
             pretrained, kwargs = _resolve_pretrained(pretrained, kwargs)
-        kwargs.setdefault("device", default_device())
         super().__init__(pretrained=pretrained, **kwargs)
         from selfdistill.models.mask_token import add_mask_token as add_mask
         from selfdistill.models.calibration import calibration_from

@@ -44,7 +44,7 @@ class OnPolicyConfig:
     max_new_tokens: int = 256
     batch_size: int = 32
     chunk_rows: int = field(default=128, metadata={"help": "rows per resumable chunk"})
-    dtype: str = field(default="float32", metadata={"help": "auto, float32, bfloat16, float16 or float64"})
+    dtype: str | None = field(default=None, metadata={"help": "float32, bfloat16, float16, float64 or auto (the checkpoint's); default: bfloat16 on CUDA, float32 on CPU"})
     device: str = field(default="auto", metadata={"help": "auto (cuda if available), cpu, cuda, ..."})
     num_threads: int = field(default=0, metadata={"help": "torch CPU threads (0 = torch's default)"})
     out: str = field(default="runs/data/onpolicy", metadata={"help": "output folder"})
@@ -53,7 +53,7 @@ class OnPolicyConfig:
 def check_config(cfg: OnPolicyConfig) -> None:
     """Every option error as a ``ValueError`` naming it, before any model or data loads."""
     from selfdistill.cli import check_output_folder
-    from selfdistill.models.loader import resolve_device, resolve_dtype, resolve_model_path
+    from selfdistill.models.loader import resolve_device, resolve_model_path, resolve_run_dtype
 
     for name in ("max_new_tokens", "batch_size", "chunk_rows"):
         if getattr(cfg, name) < 1:
@@ -62,8 +62,8 @@ def check_config(cfg: OnPolicyConfig) -> None:
         raise ValueError(f"--limit must be >= 0 (0 = all), got {cfg.limit}")
     if cfg.num_threads < 0:
         raise ValueError(f"--num_threads must be >= 0, got {cfg.num_threads}")
-    resolve_dtype(cfg.dtype)
     resolve_device(cfg.device)
+    cfg.dtype = resolve_run_dtype(cfg.dtype, device=cfg.device)
     path = resolve_model_path(cfg.model)
     check_strategy(cfg.strategy, model_path=path)
     check_output_folder(cfg.out, flag="--out")

@@ -57,7 +57,7 @@ class ParetoConfig:
     add_mask_token: bool = field(default=False, metadata={
         "help": "give a model without <mtp> an untrained one (step-0 baseline) instead of refusing"})
     batch_size: int = 8
-    dtype: str = field(default="float32", metadata={"help": "auto, float32, bfloat16, float16 or float64"})
+    dtype: str | None = field(default=None, metadata={"help": "float32, bfloat16, float16, float64 or auto (the checkpoint's); default: bfloat16 on CUDA, float32 on CPU"})
     device: str = field(default="auto", metadata={"help": "auto (cuda if available), cpu, cuda, cuda:1..."})
     prompt_style: str = field(default="zero_shot", metadata={"help": f"one of {PROMPT_STYLES}"})
     chat_template: bool = field(default=False, metadata={"help": "wrap prompts in the tokenizer's chat template"})
@@ -94,9 +94,9 @@ def check_config(cfg: ParetoConfig) -> None:
         raise ValueError(f"max_new_tokens must be >= 1, got {cfg.max_new_tokens}")
     if (cfg.k_max is not None and cfg.k_max < 1) or any(k < 1 for k in cfg.static_k):
         raise ValueError(f"k_max and static k must be >= 1 (got k_max={cfg.k_max}, static_k={cfg.static_k})")
-    from selfdistill.models.loader import resolve_device, resolve_dtype
+    from selfdistill.models.loader import resolve_device, resolve_run_dtype
 
-    resolve_dtype(cfg.dtype)
+    cfg.dtype = resolve_run_dtype(cfg.dtype, device=cfg.device)
     if cfg.prompt_style not in PROMPT_STYLES:
         raise ValueError(f"unknown prompt_style {cfg.prompt_style!r}; choose from {PROMPT_STYLES}")
     if cfg.gzip_samples not in ("auto", "yes", "no"):

@@ -4,7 +4,8 @@
 registered in one place, :data:`MODEL_SOURCES`: a new embedded model is one new entry mapping its name to a
 function that returns its checkpoint folder (raising ``FileNotFoundError`` with the fix when it is absent).
 
-Also here: the one table of dtype names (:data:`DTYPES`) and the one device resolution (:func:`resolve_device`).
+Also here: the one table of dtype names (:data:`DTYPES`), the one device resolution (:func:`resolve_device`) and
+the one default compute dtype of a device (:func:`default_dtype`).
 """
 
 from __future__ import annotations
@@ -51,6 +52,23 @@ def resolve_device(name: str | None = "auto") -> str:
     if not re.fullmatch(r"cpu|mps|cuda(:\d+)?", name):
         raise ValueError(f"unknown device {name!r}; use auto, cpu, cuda, cuda:N or mps")
     return name
+
+
+def default_dtype(device: str) -> str:
+    """The compute dtype an entry point uses when none is given: ``bfloat16`` on CUDA (the GPUs users decode and
+    train on, and the paper's width), ``float32`` anywhere else. On CPUs bf16 pays only where the CPU has bf16 units
+    and a measurement says so (on the tiny model it did not: ``results/ablations/tiny_demo_recipe.md``), so there it
+    is an explicit choice (``--dtype bfloat16``, ``bf16: true``)."""
+    return "bfloat16" if resolve_device(device).startswith("cuda") else "float32"
+
+
+def resolve_run_dtype(dtype: str | None, *, device: str | None = "auto") -> str:
+    """``dtype`` checked against :data:`DTYPES`, or :func:`default_dtype` of ``device`` when it is ``None``: the
+    one resolution of every entry point's ``--dtype`` (``auto`` stays the checkpoint's own dtype)."""
+    if dtype is None:
+        return default_dtype(device)
+    resolve_dtype(dtype)
+    return dtype
 
 
 def resolve_model_path(name_or_path: str) -> str:

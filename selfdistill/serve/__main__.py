@@ -33,8 +33,9 @@ class ServeConfig:
     max_batch: int = field(default=16, metadata={"help": "rows in flight per decoding setting"})
     max_engines: int = field(default=4, metadata={
         "help": "distinct decoding settings (per-request `selfdistill` options) held at once"})
-    dtype: str | None = field(default=None, metadata={"help": "float32 | bfloat16 | float16 | float64 (default: "
-                                                              "the checkpoint's)"})
+    dtype: str | None = field(default=None, metadata={
+        "help": "float32 | bfloat16 | float16 | float64 | auto (the checkpoint's); default: bfloat16 on CUDA, "
+                "float32 on CPU"})
     device: str | None = field(default="auto", metadata={"help": "cpu | cuda | auto"})
     chat_template: str | None = field(default=None, metadata={
         "help": "a Jinja chat template file for /v1/chat/completions (default: the tokenizer's)"})
@@ -55,13 +56,13 @@ class ServeConfig:
 def check_config(cfg: ServeConfig) -> None:
     """Usage errors before any model loads."""
     from selfdistill.decode.registry import make_strategy
-    from selfdistill.models.loader import resolve_dtype, resolve_model_path
+    from selfdistill.models.loader import resolve_model_path, resolve_run_dtype
 
     missing = [m for m in ("fastapi", "uvicorn") if importlib.util.find_spec(m) is None]
     if missing:
         raise ValueError(f"the server needs {' and '.join(missing)}: pip install -e '.[serve]'")
-    resolve_dtype(cfg.dtype)  # float8 and the like are refused here, naming the choices
     check_device(cfg.device)
+    cfg.dtype = resolve_run_dtype(cfg.dtype, device=cfg.device)  # float8 and the like are refused, naming the choices
 
     unit = make_strategy(cfg.strategy, **cfg.strategy_options())
     if unit.baseline:

@@ -46,7 +46,8 @@ class TrainBenchConfig:
     lora_rank: int = field(default=16, metadata={"help": "distill_gated: adapter rank (alpha = 2 x rank)"})
     steps: int = 5
     warmup: int = 2
-    dtype: str = field(default="float32", metadata={"help": "compute dtype of the model"})
+    dtype: str | None = field(default=None, metadata={
+        "help": "compute dtype of the model (default: bfloat16 on CUDA, float32 on CPU)"})
     device: str = field(default="auto", metadata={"help": "auto, cpu or cuda"})
     attn_implementation: str = field(default="sdpa", metadata={"help": "sdpa or eager"})
     out: str = "results/bench_train"
@@ -54,7 +55,7 @@ class TrainBenchConfig:
 
 def check_args(cfg: TrainBenchConfig) -> None:
     """Every option error as a ``ValueError`` naming it, before any model is built; resolves ``device``."""
-    from selfdistill.models.loader import DTYPES, resolve_device, resolve_model_path
+    from selfdistill.models.loader import DTYPES, resolve_device, resolve_model_path, resolve_run_dtype
     from selfdistill.train.layout import region_geometry
 
     if cfg.arch not in ("llama", "qwen3") or cfg.attn_implementation not in ("sdpa", "eager"):
@@ -66,12 +67,13 @@ def check_args(cfg: TrainBenchConfig) -> None:
                                                cfg.lora_rank) < 1:
         raise ValueError("--steps, --vocab_size, --hidden_size, --num_layers, --batch_size, --lora_rank must be >= 1, "
                          "--warmup >= 0")
-    if cfg.dtype not in DTYPES:
+    if cfg.dtype is not None and cfg.dtype not in DTYPES:
         raise ValueError(f"--dtype must be one of {sorted(DTYPES)}, got {cfg.dtype!r}")
     region_geometry(cfg.seq_len, cfg.k, cfg.num_regions)  # the layout must fit
     if cfg.model is not None:
         resolve_model_path(cfg.model)  # a missing folder or wheel fails here, not in a spawned process
     cfg.device = resolve_device(cfg.device)
+    cfg.dtype = resolve_run_dtype(cfg.dtype, device=cfg.device)
 
 
 def parse_args(argv=None) -> TrainBenchConfig:

@@ -24,6 +24,32 @@ ADAPTERS = ("none", "gated_lora")
 ATTN_IMPLEMENTATIONS = ("sdpa", "eager")
 
 
+def gpu_visible() -> bool:
+    """Whether this process can train on a CUDA GPU (else the run is a CPU run: ``use_cpu`` is set for it)."""
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def default_bf16(*, use_cpu: bool, fp16: bool = False, cuda: bool | None = None, cuda_bf16: bool | None = None,
+                 env=None) -> bool:
+    """Whether a run that does not set ``bf16`` trains in bf16 mixed precision (autocast, the model_dtype weights):
+    yes on a CUDA GPU with bf16 (Ampere and later), no on the CPU (asked with ``use_cpu`` or by accelerate's
+    ``ACCELERATE_USE_CPU``, or no GPU visible), no with ``fp16``. On CPUs bf16 pays only with bf16 units and a
+    measurement: set ``bf16: true`` there. ``cuda``/``cuda_bf16``/``env`` replace torch's answers and ``os.environ``.
+    """
+    import os
+
+    import torch
+
+    env = os.environ if env is None else env
+    if use_cpu or fp16 or env.get("ACCELERATE_USE_CPU", "false").lower() in ("1", "true", "yes"):
+        return False
+    if not (torch.cuda.is_available() if cuda is None else cuda):
+        return False
+    return bool(torch.cuda.is_bf16_supported() if cuda_bf16 is None else cuda_bf16)
+
+
 @dataclass(kw_only=True)
 class DistillConfig(TrainingArguments):
     """``TrainingArguments`` plus the multi-token-prediction distillation fields (METHOD.md sections 2-4)."""
@@ -82,12 +108,18 @@ class DistillConfig(TrainingArguments):
     overwrite_output_dir: bool = field(default=False, metadata={
         "help": "Start afresh in a used output_dir, deleting its checkpoints and metrics; without it (and without "
                 "resume_from_checkpoint) a used output_dir is refused."})
+    bf16: bool | None = field(default=None, metadata={
+        "help": "bf16 mixed precision (autocast over the model_dtype weights). Default: on when training on a CUDA GPU "
+                "with bf16, off on the CPU and with fp16 (train.config.default_bf16); true/false overrides."})
     # Trainer defaults that do not fit this trainer: the batch has no columns the model's forward takes by name.
     remove_unused_columns: bool = field(default=False, metadata={"help": "Must stay False (raw windows + valid)."})
     logging_nan_inf_filter: bool = field(default=False, metadata={
         "help": "Must stay False: a non-finite loss stops the run (TrainingDivergedError), it is never logged as 0."})
 
     def __post_init__(self):
+        if self.bf16 is None:  # resolved once, here: the saved config and the run record hold true or false
+            self.bf16 = default_bf16(use_cpu=self.use_cpu, fp16=self.fp16)
+        self.use_cpu = self.use_cpu or not gpu_visible()  # TrainingArguments refuses CPU bf16 without it
         self.validate_distill_fields()
         super().__post_init__()
 

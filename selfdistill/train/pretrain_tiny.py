@@ -24,6 +24,7 @@ from transformers import (AutoModelForCausalLM, AutoTokenizer, DataCollatorForSe
 
 from selfdistill.data.prompts import render_training_text
 from selfdistill.provenance import provenance
+from selfdistill.train.config import default_bf16, gpu_visible
 from selfdistill.data.synthetic import synthetic_dataset
 from selfdistill.models.tiny import ASSET_DIR, TinyModelShape, build_tiny_llama, train_tokenizer
 
@@ -38,8 +39,10 @@ class PretrainConfig:
     learning_rate: float = 1.5e-3
     warmup_steps: int = 100
     num_threads: int = 2
-    bf16: bool = field(default=False, metadata={
-        "help": "bf16 autocast, fp32 weights (~1.5x faster on AVX512-BF16 CPUs)"})
+    bf16: bool | None = field(default=None, metadata={
+        "help": "bf16 autocast, fp32 weights (~1.5x faster on AVX512-BF16 CPUs); default: on a CUDA GPU with bf16, "
+                "off on the CPU"})
+    use_cpu: bool = field(default=False, metadata={"help": "train on the CPU even where a GPU is visible"})
     init_from: str = field(default="", metadata={"help": "continue from this checkpoint (its tokenizer is kept)"})
 
 
@@ -78,11 +81,13 @@ def run_pretrain_tiny(cfg: PretrainConfig, shape: TinyModelShape = TinyModelShap
     train = tokenize_rows(rows, tokenizer, max_length=shape.max_positions)
     print(f"tiny teacher: {sum(p.numel() for p in model.parameters()):,} parameters, {len(train):,} rows")
 
+    args_bf16 = default_bf16(use_cpu=cfg.use_cpu) if cfg.bf16 is None else cfg.bf16
     args = TrainingArguments(
         output_dir=str(out / "_trainer"), max_steps=cfg.max_steps, per_device_train_batch_size=cfg.batch_size,
         learning_rate=cfg.learning_rate, lr_scheduler_type="cosine", warmup_steps=cfg.warmup_steps,
         weight_decay=0.01, adam_beta2=0.98, max_grad_norm=1.0, logging_steps=50, save_strategy="no",
-        report_to="none", bf16=cfg.bf16, seed=cfg.seed, data_seed=cfg.seed, use_cpu=True, dataloader_num_workers=0,
+        report_to="none", seed=cfg.seed, data_seed=cfg.seed, use_cpu=cfg.use_cpu or not gpu_visible(), dataloader_num_workers=0,
+        bf16=args_bf16,
         train_sampling_strategy="group_by_length", disable_tqdm=False)
     collator = DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100)
     trainer = Trainer(model=model, args=args, train_dataset=train, data_collator=collator)
@@ -95,7 +100,7 @@ def run_pretrain_tiny(cfg: PretrainConfig, shape: TinyModelShape = TinyModelShap
     shutil.rmtree(out / "_trainer", ignore_errors=True)
     record = {
         **run_provenance,
-        "config": asdict(cfg) | {"shape": asdict(shape) if not cfg.init_from else "from init_from"},
+        "config": asdict(cfg) | {"bf16": args_bf16, "shape": asdict(shape) if not cfg.init_from else "from init_from"},
         "parameters": sum(p.numel() for p in model.parameters()),
         "train_rows": len(train),
         "final_train_loss": result.training_loss,
