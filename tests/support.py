@@ -83,3 +83,50 @@ def save_random_teacher_adapter(folder, *, dtype):
     gated = attach_random_adapter(copy.deepcopy(base), tok, base_vocab_size=vocab)
     gated_lora.save_gated_lora(gated, tok, folder, base_model="tiny-teacher")
     return base, gated
+
+
+class HostReads:
+    """Counts, by kind, the host reads of tensor values inside a ``with`` block: each is a device-to-host sync on a
+    GPU (``.item``, ``.tolist``, ``float()``/``int()``/``bool()`` of a tensor, ``nonzero``, ``torch.equal``, and
+    indexing with a boolean tensor, which runs a ``nonzero`` inside). On a CPU they cost nothing, but their number is
+    the same, so a test can state it."""
+
+    READS = frozenset({"item", "tolist", "__bool__", "__float__", "__int__", "__index__", "nonzero", "argwhere",
+                       "equal", "allclose", "numpy", "masked_select"})
+
+    def __init__(self):
+        import collections
+
+        from torch.overrides import TorchFunctionMode
+
+        counts = self.counts = collections.Counter()
+        reads = self.READS
+
+        class Mode(TorchFunctionMode):
+            def __torch_function__(self, func, types, args=(), kwargs=None):
+                name = getattr(func, "__name__", "")
+                if name in reads:
+                    counts[name] += 1
+                elif name in ("__getitem__", "__setitem__") and _has_bool_index(args[1] if len(args) > 1 else None):
+                    counts["bool_index"] += 1
+                return func(*args, **(kwargs or {}))
+
+        self._mode = Mode()
+
+    def __enter__(self):
+        self._mode.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        return self._mode.__exit__(*exc)
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+
+def _has_bool_index(index) -> bool:
+    import torch
+
+    items = index if isinstance(index, tuple) else (index,)
+    return any(torch.is_tensor(i) and i.dtype == torch.bool for i in items)

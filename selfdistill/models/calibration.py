@@ -19,6 +19,7 @@ a new fit); :func:`selfdistill.models.loader.load_model` attaches it to the mode
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -77,8 +78,8 @@ class ConfidenceMap:
         probs = top_probs.float()
         cols = [torch.ones_like(probs[..., 0])]
         for j in range(1, n):
-            x, y = self.curves[j - 1]
-            cols.append(interpolate(probs[..., j], torch.tensor(x), torch.tensor(y)))
+            x, y = _knots(*self.curves[j - 1], probs.device)
+            cols.append(interpolate(probs[..., j], x, y))
         return torch.stack(cols, dim=-1)
 
     def to_dict(self) -> dict:
@@ -115,11 +116,17 @@ def _curve_error(x, y) -> str | None:
     return None
 
 
+@functools.lru_cache(maxsize=256)
+def _knots(x: tuple, y: tuple, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """A curve's knots as float32 tensors on ``device``, made once (a pass copies nothing to the device)."""
+    return (torch.tensor(x, dtype=torch.float32, device=device), torch.tensor(y, dtype=torch.float32, device=device))
+
+
 def interpolate(values: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Piecewise-linear ``y(values)`` through the knots ``(x, y)`` (``x`` increasing, covering [0, 1]); values are
-    clamped to ``[x[0], x[-1]]``. Same shape as ``values``."""
+    clamped to ``[x[0], x[-1]]``. Same shape as ``values``. No value is read back to the host."""
     x, y = x.to(values.device, torch.float32), y.to(values.device, torch.float32)
-    v = values.float().clamp(float(x[0]), float(x[-1]))
+    v = values.float().clamp(x[:1], x[-1:])
     hi = torch.searchsorted(x, v.contiguous(), right=False).clamp(1, len(x) - 1)
     x0, x1, y0, y1 = x[hi - 1], x[hi], y[hi - 1], y[hi]
     return y0 + (y1 - y0) * (v - x0) / (x1 - x0)

@@ -110,6 +110,7 @@ class GatedLoRAState(nn.Module):
         self.gate: Gate | None = None
         self.enabled = True
         self.declared_tail: int | None = None
+        self.declared_slots: torch.Tensor | None = None
         self.shared: dict[int, tuple] = {}
 
     def embed_hook(self, module, args, output):
@@ -128,6 +129,11 @@ class GatedLoRAState(nn.Module):
             return None
         if self.declared_tail is not None:  # the caller's layout says where the masks are: no search, no sync
             return Gate(ids.shape, None, self.declared_tail) if self.declared_tail else None
+        if self.declared_slots is not None:  # the same columns of every row: flat rows by arithmetic, no search
+            b, t = ids.shape
+            slots = self.declared_slots.to(ids.device)
+            rows = (torch.arange(b, device=ids.device)[:, None] * t + slots[None]).reshape(-1)
+            return Gate(ids.shape, rows) if rows.numel() else None
         rows = (ids == self.mask_token_id).reshape(-1).nonzero().squeeze(1)
         if not len(rows):
             return None
@@ -158,6 +164,23 @@ def trailing_masks(model, count: int):
         yield model
     finally:
         state.declared_tail = saved
+
+
+@contextlib.contextmanager
+def masks_at(model, slots: torch.Tensor):
+    """Within: each forward of ``model`` takes columns ``slots`` (long[n], ascending) of every row as its mask
+    positions and does not search the ids for them, as :func:`trailing_masks` does for trailing ones. The caller
+    vouches that exactly those columns hold the mask token, as the packed training layout's ``mask_slots`` do. A
+    no-op for a model without gated LoRA."""
+    state = gated_state(model)
+    if state is None:
+        yield model
+        return
+    saved, state.declared_slots = state.declared_slots, slots.reshape(-1)
+    try:
+        yield model
+    finally:
+        state.declared_slots = saved
 
 
 class SharedInput:

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from selfdistill.models.gated_lora import masks_at
 from selfdistill.train.teacher_scores import agreement_run_length, chunk_log_likelihood
 from selfdistill.train.layout import Layout, attention_mask_4d
 from selfdistill.train.losses import LOSS_MODES, distill_loss, token_ce, weighted_mean
@@ -62,10 +63,8 @@ def gather_inputs(raw: torch.Tensor, layout: Layout, mask_token_id: int) -> torc
     if raw.shape[1] < layout.num_source_tokens:
         raise ValueError(f"windows hold {raw.shape[1]} raw tokens but this layout (k={layout.k}, "
                          f"offset={layout.offset}) needs {layout.num_source_tokens}")
-    src = layout.src_index.to(raw.device)
-    ids = raw[:, src].clone()
-    ids[:, layout.is_mask.to(raw.device)] = mask_token_id
-    return ids
+    ids = raw[:, layout.src_index.to(raw.device)]
+    return torch.where(layout.is_mask.to(raw.device)[None], torch.full_like(ids, mask_token_id), ids)
 
 
 def student_force(input_ids: torch.Tensor, layout: Layout, proposals: torch.Tensor) -> torch.Tensor:
@@ -137,10 +136,11 @@ def student_chunk_logits(student, input_ids: torch.Tensor, layout: Layout, *, pr
     if prefix is not None:
         return None, prefix.chunk_logits(student, input_ids[:, layout.mask_slots.reshape(-1).to(input_ids.device)])
     pred = layout.pred_slots.reshape(-1).to(input_ids.device)
-    if all_slots:
-        all_logits = forward_slots(student, input_ids, layout, None)
-        return all_logits, all_logits[:, pred].reshape(b, r, k, -1)
-    return None, forward_slots(student, input_ids, layout, pred).reshape(b, r, k, -1)
+    with masks_at(_unwrap(student), layout.mask_slots):  # the layout says where the masks are: no search
+        if all_slots:
+            all_logits = forward_slots(student, input_ids, layout, None)
+            return all_logits, all_logits[:, pred].reshape(b, r, k, -1)
+        return None, forward_slots(student, input_ids, layout, pred).reshape(b, r, k, -1)
 
 
 def teacher_chunk_logits(teacher, forced: torch.Tensor, layout: Layout, *,
@@ -236,8 +236,8 @@ def prefix_ntp_loss(all_logits: torch.Tensor, raw: torch.Tensor, layout: Layout,
     ``all_logits``: ``[B, S, V]`` at every slot; ``raw``: long[B, N]; ``first_stop``: long[B] (targets after it do
     not count); ``target_mask``: bool[B, N] or None (only targets where it is True count).
     """
-    real = (~layout.is_mask).to(raw.device)
-    tgt_idx = layout.target_index.to(raw.device)[real]  # [n_real]
+    real = layout.real_slots.to(raw.device)
+    tgt_idx = layout.target_index.to(raw.device)[real]  # [L]
     counted = tgt_idx[None, :] <= first_stop[:, None]
     if target_mask is not None:
         counted &= target_mask.bool()[:, tgt_idx]
@@ -261,23 +261,23 @@ def _metrics(proposals, teacher_logits, targets, keep, loss_mode) -> dict[str, t
     Agreement is with the teacher's argmax, or with the ground truth when no teacher ran (``gt_ce``).
     """
     reference = targets if teacher_logits is None else teacher_logits.argmax(-1)
-    kept = keep.reshape(-1)
-    n = kept.sum().double()
+    kept = keep.reshape(-1).double()  # weights, not a boolean index: no nonzero, no host sync
+    n = kept.sum()
     k = proposals.shape[-1]
-    agree = (proposals == reference).reshape(-1, k)[kept].double()
+    agree = (proposals == reference).reshape(-1, k).double() * kept[:, None]
     out = {f"agree_slot{j + 1}": (agree[:, j].sum(), n) for j in range(k)}
-    run = agreement_run_length(proposals, reference).reshape(-1)[kept].double()
+    run = agreement_run_length(proposals, reference).reshape(-1).double() * kept
     out["agree_run"] = (run.sum(), n)
-    out["kept_regions"] = _pair(kept.double().mean(), 1)
+    out["kept_regions"] = _pair(kept.mean(), 1)
     if teacher_logits is not None:
         # a logged metric: in the logits' precision (at least float32), with no float64 copy of [R, k, V]
-        ll = chunk_log_likelihood(teacher_logits, proposals).reshape(-1)[kept].double()
-        out["teacher_chunk_loglik"] = (ll.sum(), n)
+        ll = chunk_log_likelihood(teacher_logits, proposals).reshape(-1).double()
+        out["teacher_chunk_loglik"] = (torch.where(kept > 0, ll, torch.zeros_like(ll)).sum(), n)
     return out
 
 
 def _pair(value: torch.Tensor, count: int) -> tuple[torch.Tensor, torch.Tensor]:
-    return value.double(), torch.tensor(float(count), dtype=torch.float64, device=value.device)
+    return value.double(), torch.full((), float(count), dtype=torch.float64, device=value.device)
 
 
 def _unwrap(model):

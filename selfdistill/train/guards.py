@@ -31,20 +31,26 @@ def newest_checkpoint(output_dir: str) -> str | None:
     return get_last_checkpoint(output_dir) if os.path.isdir(output_dir) else None
 
 
-def check_step_finite(trainer, *, loss: float | None, grad_norm) -> None:
-    """Raise :class:`TrainingDivergedError` if this step's loss (``loss``: a non-finite micro-batch loss seen in
-    it, else ``None``) or gradient norm is not finite on any rank."""
-    norm = float(grad_norm) if grad_norm is not None else 0.0
-    flags = torch.tensor([float(loss is not None), float(not math.isfinite(norm))], dtype=torch.float64)
+def check_step_finite(trainer, *, losses: list[torch.Tensor], grad_norm) -> None:
+    """Raise :class:`TrainingDivergedError` if a micro-batch loss of this step (``losses``, kept on the device) or
+    the gradient norm is not finite on any rank. One read of device values per step, whatever the accumulation."""
+    device = trainer.args.device
+    stacked = torch.stack([t.detach().reshape(()).double() for t in losses]).to(device) if losses else None
+    norm = torch.as_tensor(0.0 if grad_norm is None else grad_norm, dtype=torch.float64).reshape(()).to(device)
+    bad_loss = (~torch.isfinite(stacked)).any() if stacked is not None else torch.zeros((), dtype=torch.bool,
+                                                                                          device=device)
+    flags = torch.stack([bad_loss.double(), (~torch.isfinite(norm)).double()])
     if trainer.args.world_size > 1:
-        flags = trainer.accelerator.reduce(flags.to(trainer.args.device), reduction="sum").cpu()
-    if not flags.any():
+        flags = trainer.accelerator.reduce(flags, reduction="sum")
+    loss_flag, norm_flag = flags.tolist()
+    if not (loss_flag or norm_flag):
         return
     args = trainer.args
+    here = [v for v in (stacked.tolist() if stacked is not None else []) if not math.isfinite(v)]
+    loss = here[0] if here else ("finite (non-finite on another rank)" if loss_flag else "finite")
     raise TrainingDivergedError(
-        f"training diverged at step {trainer.state.global_step + 1}: loss {loss if loss is not None else 'finite'}"
-        f"{' (on another rank)' if loss is None and flags[0] else ''}, gradient norm {norm}. Stopped before the "
-        f"optimizer step: the weights were not updated, and the newest checkpoint "
+        f"training diverged at step {trainer.state.global_step + 1}: loss {loss}, gradient norm {float(norm)}. "
+        f"Stopped before the optimizer step: the weights were not updated, and the newest checkpoint "
         f"({newest_checkpoint(args.output_dir) or 'none saved yet'}) is the last good one. Lower learning_rate "
         f"(now {args.learning_rate}), keep max_grad_norm > 0 (now {args.max_grad_norm}), or check the data and dtype.")
 

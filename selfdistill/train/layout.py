@@ -17,7 +17,7 @@ Worked example (S=18, k=3, M=3, offset 0)::
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 
 import torch
 
@@ -25,7 +25,8 @@ from selfdistill.models.attention import dense_mask_for
 
 @dataclass(frozen=True)
 class Layout:
-    """Index tensors of one layout (all on CPU; move them with the batch).
+    """Index tensors of one layout (built on the CPU; :meth:`to` moves them once, and the trainer keeps one per shape
+    on its device, so a step copies nothing and reads nothing back).
 
     Attributes:
         src_index: long[S], source index shown at (real) or stood for by (mask) each slot.
@@ -36,6 +37,8 @@ class Layout:
         attention: bool[S, S], ``attention[q, kv]`` is True when query slot ``q`` may attend key slot ``kv``.
         pred_slots: long[R, k], the prediction slots of each region in chunk order.
         mask_slots: long[R, K], the mask slots of each region in order (``K = k - 1``, may be 0 wide).
+        real_slots: long[L], the real slots in order (their sources are ``0..L-1``): index tensors, not boolean
+            masks, so gathers need no ``nonzero`` (a host sync on a GPU).
         num_source_tokens: raw tokens the layout reads, including the shifted target of the last slot.
         k: chunk size; ``offset``: the shift ``o``; ``real_per_region``: ``P``.
     """
@@ -48,10 +51,21 @@ class Layout:
     attention: torch.Tensor
     pred_slots: torch.Tensor
     mask_slots: torch.Tensor
+    real_slots: torch.Tensor
     num_source_tokens: int
     k: int
     offset: int
     real_per_region: int
+
+    def to(self, device) -> Layout:
+        """This layout with every tensor on ``device``."""
+        return replace(self, **{f.name: getattr(self, f.name).to(device) for f in fields(self)
+                                if torch.is_tensor(getattr(self, f.name))})
+
+    @property
+    def real_len(self) -> int:
+        """``L``, the real slots (metadata: no read of a tensor's values)."""
+        return int(self.real_slots.shape[0])
 
     @property
     def seq_len(self) -> int:
@@ -153,7 +167,8 @@ def build_layout(seq_len: int, k: int, num_regions: int, *, offset: int = 0) -> 
 
     return Layout(src_index=src_t, is_mask=mask_t, is_pred=is_pred, position_ids=src_t.clone(), region=region_t,
                   attention=attention, pred_slots=pred_t, mask_slots=mslots_t,
-                  num_source_tokens=int(src_t.max()) + 2, k=k, offset=offset, real_per_region=p)
+                  real_slots=torch.tensor([i for i, m in enumerate(is_mask) if not m], dtype=torch.long),
+                  num_source_tokens=max(src) + 2, k=k, offset=offset, real_per_region=p)
 
 
 def attention_mask_4d(attention: torch.Tensor, *, attn_implementation: str, dtype: torch.dtype,

@@ -34,7 +34,7 @@ def mask_pass_attention(layout: Layout) -> torch.Tensor:
     A mask slot of region ``b`` sees the real tokens before its region's first hidden token, and the masks of its
     own region up to itself: the rows of ``layout.attention`` at the mask slots, re-indexed.
     """
-    real_slots = (~layout.is_mask).nonzero().squeeze(1)  # in slot order = source order 0..L-1
+    real_slots = layout.real_slots  # in slot order = source order 0..L-1
     mask_slots = layout.mask_slots.reshape(-1)
     rows = layout.attention[mask_slots]  # [R*K, S]
     return torch.cat([rows[:, real_slots], rows[:, mask_slots]], dim=1)
@@ -60,7 +60,7 @@ class SharedPrefix:
     def __init__(self, model, raw: torch.Tensor, layout: Layout):
         module = getattr(model, "module", model)
         self.layout, self.batch = layout, raw.shape[0]
-        self.real_len = int((~layout.is_mask).sum())
+        self.real_len = layout.real_len
         device = raw.device
         last_real = layout.src_index[layout.pred_slots[:, 0]].to(device)  # [R], source index = real position
         with torch.no_grad(), adapters_disabled(module):

@@ -41,6 +41,12 @@ logger = logging.getLogger(__name__)
 cached_layout = functools.lru_cache(maxsize=4096)(build_layout)
 
 
+@functools.lru_cache(maxsize=4096)
+def device_layout(seq_len: int, k: int, num_regions: int, offset: int, device: torch.device):
+    """:func:`cached_layout` on ``device``, moved once per shape: a step copies no index tensor to the device."""
+    return cached_layout(seq_len, k, num_regions, offset=offset).to(device)
+
+
 def frozen_teacher(model, *, dtype: torch.dtype | None = None):
     """A frozen deep copy of ``model`` (its current = initial weights), in eval mode with no grad.
 
@@ -121,10 +127,12 @@ class DistillTrainer(Trainer):
                                and supports_shared_prefix(model, self.teacher))
         self.stop_token_ids = () if args.packing else self._stop_ids(kwargs.get("processing_class"), model)
         self._metric_names = self._metric_names_for(args)
+        self._metric_index = {name: i for i, name in enumerate(self._metric_names)}
+        self._index_rows: dict[tuple, torch.Tensor] = {}
         self._acc = {"train": self._zero_acc(), "eval": self._zero_acc()}
         self._last_log_time = time.perf_counter()
         self._micro = (-1, 0)  # (global step, micro-batches seen in it)
-        self._bad_loss: float | None = None  # a non-finite micro-batch loss of the current step
+        self._step_losses: list[torch.Tensor] = []  # this optimizer step's micro-batch losses, checked at its end
         self._loss_items_seen = 0  # loss items (kept regions + NTP targets, all ranks) since train() started
         self.add_callback(JsonlLogCallback())
         self.add_callback(ConfigInCheckpointCallback())
@@ -165,8 +173,12 @@ class DistillTrainer(Trainer):
         return names
 
     def _zero_acc(self) -> dict:
-        return {"sums": torch.zeros(len(self._metric_names), dtype=torch.float64),
-                "counts": torch.zeros(len(self._metric_names), dtype=torch.float64), "tokens": 0, "items": 0.0}
+        """Per-metric sums and counts: ``device`` for the step's stats (added there, read back only at log time),
+        ``host`` for what the layout already says (k, offset); ``items`` on the device too."""
+        n, device = len(self._metric_names), self.args.device
+        zeros = lambda dev: torch.zeros(2, n, dtype=torch.float64, device=dev)  # noqa: E731
+        return {"device": zeros(device), "host": zeros("cpu"), "tokens": 0,
+                "items": torch.zeros((), dtype=torch.float64, device=device)}
 
     # ------------------------------------------------------------------ gated LoRA: save and resume the adapter only
     def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
@@ -187,15 +199,17 @@ class DistillTrainer(Trainer):
 
     # ------------------------------------------------------------------ the step
     def _layout_for(self, training: bool):
+        device = self.args.device
         if not training:
-            return cached_layout(self.args.seq_len, self.args.eval_k or self.args.k_max, self.args.num_regions)
+            return device_layout(self.args.seq_len, self.args.eval_k or self.args.k_max, self.args.num_regions, 0,
+                                 device)
         step = self.state.global_step
         last, seen = self._micro
         micro = seen if last == step else 0
         self._micro = (step, micro + 1)
         k, offset = sample_chunk_and_offset(self.args, step=step, micro_step=micro,
                                             rank=self.args.process_index)
-        return cached_layout(self.args.seq_len, k, self.args.num_regions, offset=offset)
+        return device_layout(self.args.seq_len, k, self.args.num_regions, offset, device)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         """The two-pass distillation loss on one micro-batch: its mean over every process's share in training
@@ -218,17 +232,17 @@ class DistillTrainer(Trainer):
         return (out.loss, out) if return_outputs else out.loss
 
     def training_step(self, model, inputs, num_items_in_batch=None):
-        """Trainer's step; a non-finite loss is remembered and stops the run at this step's gradient check."""
+        """Trainer's step; its loss is kept (on the device) for this step's finiteness check at the gradient norm."""
         loss = super().training_step(model, inputs, num_items_in_batch)
-        if not torch.isfinite(loss):
-            self._bad_loss = float(loss)
+        self._step_losses.append(loss.detach())
         return loss
 
     def _get_grad_norm(self, model, grad_norm=None):
         # Trainer's one place between backward and optimizer.step: stop here, on every rank, while the weights
         # (and so every saved checkpoint) are still finite.
         grad_norm = super()._get_grad_norm(model, grad_norm=grad_norm)
-        check_step_finite(self, loss=self._bad_loss, grad_norm=grad_norm)
+        losses, self._step_losses = self._step_losses, []
+        check_step_finite(self, losses=losses, grad_norm=grad_norm)
         return grad_norm
 
     def _count_mean(self, counts: torch.Tensor) -> torch.Tensor:
@@ -243,36 +257,39 @@ class DistillTrainer(Trainer):
 
     # ------------------------------------------------------------------ metrics
     def _accumulate(self, which: str, stats: dict, layout, batch_size: int) -> None:
-        acc = self._acc[which]
-        index = {n: i for i, n in enumerate(self._metric_names)}
-        for name, (total, count) in stats.items():
-            if name in index:
-                acc["sums"][index[name]] += float(total)
-                acc["counts"][index[name]] += float(count)
+        acc, index = self._acc[which], self._metric_index
+        names = tuple(name for name in stats if name in index)
+        rows = self._index_rows.get(names)
+        if rows is None:  # one small index tensor per set of stats, on the device once
+            rows = self._index_rows[names] = torch.tensor([index[n] for n in names], device=acc["device"].device)
+        pairs = torch.stack([torch.stack(stats[n]).to(acc["device"]) for n in names], dim=1)  # [2, m]
+        acc["device"].index_add_(1, rows, pairs)
+        host = acc["host"]
         for name, value in (("k_mean", layout.k), ("offset_mean", layout.offset)):
-            acc["sums"][index[name]] += value
-            acc["counts"][index[name]] += 1
+            host[:, index[name]] += torch.tensor([value, 1], dtype=torch.float64)
         if f"k_count_{layout.k}" in index:
-            acc["sums"][index[f"k_count_{layout.k}"]] += 1
+            host[0, index[f"k_count_{layout.k}"]] += 1
         acc["tokens"] += batch_size * layout.seq_len
-        acc["items"] += float(stats["kept_regions"][0]) * batch_size * layout.num_regions
+        acc["items"] += stats["kept_regions"][0].to(acc["items"]) * (batch_size * layout.num_regions)
         if "ntp_loss" in stats:
-            acc["items"] += float(stats["ntp_loss"][1])
+            acc["items"] += stats["ntp_loss"][1].to(acc["items"])
 
     def _flush(self, which: str, prefix: str = "") -> dict[str, float]:
-        acc = self._acc[which]
-        totals = torch.tensor([float(acc["tokens"]), acc["items"]], dtype=torch.float64)
-        packed = torch.cat([acc["sums"], acc["counts"], totals])
+        """The metrics since the last log, summed over ranks: the one read of the accumulators."""
+        acc, n = self._acc[which], len(self._metric_names)
+        device = acc["device"].device
+        extra = torch.tensor([acc["tokens"]], dtype=torch.float64, device=device)
+        packed = torch.cat([(acc["device"] + acc["host"].to(device)).reshape(-1), acc["items"][None], extra])
         if self.args.world_size > 1:
-            packed = self.accelerator.reduce(packed.to(self.args.device), reduction="sum").cpu()
-        n = len(self._metric_names)
-        sums, counts, tokens = packed[:n], packed[n:2 * n], float(packed[-2])
-        logs = {prefix + "loss_items": int(round(float(packed[-1])))}
+            packed = self.accelerator.reduce(packed, reduction="sum")
+        values = packed.tolist()
+        sums, counts, (items, tokens) = values[:n], values[n:2 * n], values[2 * n:]
+        logs = {prefix + "loss_items": int(round(items))}
         for i, name in enumerate(self._metric_names):
             if name.startswith("k_count_"):
                 logs[prefix + name] = int(sums[i])
             elif counts[i] > 0:
-                logs[prefix + name] = float(sums[i] / counts[i])
+                logs[prefix + name] = sums[i] / counts[i]
         if which == "train":
             now = time.perf_counter()
             logs["tokens_per_second"] = tokens / max(now - self._last_log_time, 1e-9)

@@ -317,3 +317,24 @@ def test_the_teacher_follows_the_runs_mixed_precision():
     assert teacher_dtype_for(args()) is None
     assert teacher_dtype_for(args(bf16=True)) == torch.bfloat16 and teacher_dtype_for(args(fp16=True)) == torch.float16
     assert teacher_dtype_for(args(bf16=True, teacher_dtype="float32")) == torch.float32
+
+
+@pytest.mark.parametrize("over", [{}, dict(adapter="gated_lora", k_min=2, lora_rank=4, lora_alpha=8.0)],
+                         ids=["full", "gated"])
+def test_an_optimizer_step_reads_the_device_once(tokenizer, tmp_path, monkeypatch, over):
+    # Host syncs on a GPU (#33 item 3): inside the trainer's step (forward, loss, stats, backward) and its gradient
+    # check, the only read is the one .tolist() of the loss flags and gradient norm per optimizer step; the stats stay
+    # on the device until the log. (The data collator's reads run on the host's own tensors, before the copy.)
+    from support import HostReads
+
+    reads = HostReads()
+    for name in ("training_step", "_get_grad_norm"):
+        original = getattr(DistillTrainer, name)
+
+        def spied(self, *args, _original=original, **kwargs):
+            with reads:
+                return _original(self, *args, **kwargs)
+        monkeypatch.setattr(DistillTrainer, name, spied)
+    _train(tokenizer, tmp_path / "run", max_steps=3, gradient_accumulation_steps=2, logging_steps=100,
+           save_strategy="no", **over)
+    assert dict(reads.counts) == {"tolist": 3}
