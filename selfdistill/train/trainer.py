@@ -184,9 +184,10 @@ class DistillTrainer(Trainer):
     def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
         if not self.gated:
             return super()._save(output_dir, state_dict)
-        if self.args.should_save:
+        if self.args.should_save:  # under FSDP2/ZeRO-3 from the state dict Trainer gathered, not the shards
             save_gated_lora(self.accelerator.unwrap_model(self.model), self.processing_class,
-                            output_dir or self.args.output_dir, base_model=self.args.model_name_or_path)
+                            output_dir or self.args.output_dir, base_model=self.args.model_name_or_path,
+                            state_dict=state_dict)
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
         if not self.gated:

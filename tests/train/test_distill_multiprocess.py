@@ -3,8 +3,10 @@
 The data-parallel modes the trainer supports, on CPU: DDP (``configs/accelerate/cpu_ddp_2proc.yaml``; a 2-layer
 Llama fully fine-tuned, and a 2-layer Qwen3 with gated LoRA, whose adapter must train as in one process), FSDP2 full
 sharding and DeepSpeed ZeRO-3, each with the shipped GPU settings (``configs/accelerate/fsdp_multi_gpu.yaml``,
-``deepspeed_zero3.yaml``) cut down to two processes without bf16. The DeepSpeed case needs ``pip install -e
-".[deepspeed]"`` (skipped otherwise; DeepSpeed's CPU accelerator falls back to gloo without Intel oneCCL). The
+``deepspeed_zero3.yaml``) cut down to two processes without bf16, each as a full fine-tune and with gated LoRA
+(ZeRO-3 then partitions every parameter, however small, so the mask row and the adapters are empty outside the
+forward). The DeepSpeed cases need ``pip install -e ".[deepspeed]"``, which README's test command installs (skipped
+without it; DeepSpeed's CPU accelerator falls back to gloo without Intel oneCCL). The
 rows are unpacked and completion-only, so the two processes keep different numbers of regions and NTP targets:
 their losses must still average to the global batch mean (``distill_step``'s ``count_mean``).
 
@@ -53,7 +55,7 @@ def allow_fsdp_on_cpu() -> bool:
 
 def run_worker(out_dir: str, per_device_batch: int, mode: str) -> None:
     """Distil a tiny random Llama for a few steps; leave losses and final weights in ``out_dir``."""
-    if mode == "fsdp2" and not allow_fsdp_on_cpu():
+    if mode.startswith("fsdp2") and not allow_fsdp_on_cpu():
         sys.exit(3)
     sys.path[:0] = [HERE, TESTS]  # the worker runs outside pytest: its test helpers by path
     from test_distill_trainer import _cfg, _model, _rows, _tokenizer
@@ -73,6 +75,8 @@ def run_worker(out_dir: str, per_device_batch: int, mode: str) -> None:
                                                              eos_token_id=tokenizer.eos_token_id,
                                                              pad_token_id=tokenizer.pad_token_id))
         adapter = dict(adapter="gated_lora", lora_rank=4, lora_alpha=8.0, ntp_weight=0.0, k_min=2)
+    elif mode.endswith("_gated"):  # gated LoRA under sharding: the mask row and adapters gathered where they are used
+        adapter = dict(adapter="gated_lora", lora_rank=4, lora_alpha=8.0, ntp_weight=0.0, k_min=2)
     cfg = _cfg(out_dir, max_steps=STEPS, per_device_train_batch_size=per_device_batch, save_strategy="no",
                seq_len=60, packing=False, completion_only_loss=True,
                **({"k_min": 1, "k_max": 4, "ntp_weight": 0.5} | adapter))
@@ -84,7 +88,7 @@ def run_worker(out_dir: str, per_device_batch: int, mode: str) -> None:
     trainer = run_distillation(cfg, model=model, tokenizer=tokenizer, train_dataset=train)
     world = int(os.environ.get("WORLD_SIZE", 1))
     assert trainer.args.world_size == world  # really distributed when launched
-    if mode in ("fsdp2", "deepspeed") and world > 1:
+    if mode in ("fsdp2", "deepspeed") and world > 1:  # (gated: the teacher is the student's own base path)
         teacher = list(trainer.teacher.parameters())
         if mode == "fsdp2":
             from torch.distributed.tensor import DTensor
@@ -97,6 +101,16 @@ def run_worker(out_dir: str, per_device_batch: int, mode: str) -> None:
             assert sum(p.ds_tensor.numel() for p in teacher) < sum(p.ds_numel for p in teacher)
         in_optimizer = {id(p) for group in trainer.optimizer.param_groups for p in group["params"]}
         assert not any(id(p) in in_optimizer or p.requires_grad for p in teacher)
+    if mode.endswith("_gated") and world > 1:  # really sharded: the adapters and the mask row among them
+        trained = {n: p for n, p in trainer.model.named_parameters() if p.requires_grad}
+        assert any(n.endswith("mask_embedding") for n in trained) and any("lora_A" in n for n in trained)
+        if mode == "deepspeed_gated":
+            assert trainer.is_deepspeed_enabled and all(hasattr(p, "ds_id") for p in trained.values())
+            assert all(p.ds_tensor.numel() < p.ds_numel for p in trained.values())  # each one partitioned
+        else:
+            from torch.distributed.tensor import DTensor
+
+            assert trainer.accelerator.is_fsdp2 and all(isinstance(p, DTensor) for p in trained.values())
     if trainer.is_world_process_zero():
         logs = [h for h in trainer.state.log_history if "loss" in h]
         with open(os.path.join(out_dir, "logs.json"), "w") as f:
@@ -106,12 +120,20 @@ def run_worker(out_dir: str, per_device_batch: int, mode: str) -> None:
 def _launcher_config(mode: str, tmp_path) -> str:
     if mode.startswith("ddp"):
         return os.path.join(REPO, "configs", "accelerate", "cpu_ddp_2proc.yaml")
-    shipped = {"fsdp2": "fsdp_multi_gpu.yaml", "deepspeed": "deepspeed_zero3.yaml"}[mode]
+    shipped = {"fsdp2": "fsdp_multi_gpu.yaml", "deepspeed": "deepspeed_zero3.yaml"}[mode.split("_")[0]]
     with open(os.path.join(REPO, "configs", "accelerate", shipped)) as f:
         cfg = yaml.safe_load(f)
     cfg.update(num_processes=2, mixed_precision="no", use_cpu=False)
-    if mode == "fsdp2":
+    if mode.startswith("fsdp2"):
         cfg["gpu_ids"] = "all"
+    if mode == "deepspeed_gated":  # every parameter partitioned, however small (the default keeps small ones whole)
+        ds = {"zero_optimization": {"stage": 3, "stage3_param_persistence_threshold": 0,
+                                    "stage3_gather_16bit_weights_on_model_save": True},
+              "train_batch_size": "auto", "train_micro_batch_size_per_gpu": "auto",
+              "gradient_accumulation_steps": "auto", "gradient_clipping": "auto"}
+        (tmp_path / "ds_zero3.json").write_text(json.dumps(ds))
+        cfg["deepspeed_config"] = {"deepspeed_config_file": str(tmp_path / "ds_zero3.json"), "zero3_init_flag": False}
+        del cfg["mixed_precision"]  # the file decides it (accelerate refuses both)
     path = tmp_path / f"cpu_{mode}_2proc.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return str(path)
@@ -127,10 +149,10 @@ def _free_port() -> str:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("mode", ["ddp", "ddp_gated_qwen3", "fsdp2", "deepspeed"])
+@pytest.mark.parametrize("mode", ["ddp", "ddp_gated_qwen3", "fsdp2", "fsdp2_gated", "deepspeed", "deepspeed_gated"])
 def test_two_processes_match_one_process(mode, tmp_path):
     port = _free_port()
-    if mode == "deepspeed":
+    if mode.startswith("deepspeed"):
         pytest.importorskip("deepspeed", reason="DeepSpeed is an optional extra: pip install -e '.[deepspeed]'")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": REPO, "TOKENIZERS_PARALLELISM": "false",
            "DS_ACCELERATOR": "cpu"}
@@ -138,7 +160,7 @@ def test_two_processes_match_one_process(mode, tmp_path):
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", _launcher_config(mode, tmp_path),
            "--main_process_port", port, __file__, str(multi_dir), str(GLOBAL_BATCH // 2), mode]
     multi = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-    if mode == "fsdp2" and multi.returncode != 0 and "exitcode  : 3" in multi.stderr:
+    if mode.startswith("fsdp2") and multi.returncode != 0 and "exitcode  : 3" in multi.stderr:
         pytest.skip("this accelerate version's internals no longer take the CPU FSDP patch")
     assert multi.returncode == 0, multi.stderr[-3000:]
     one = subprocess.run([sys.executable, __file__, str(single_dir), str(GLOBAL_BATCH), mode], env=env,
@@ -153,12 +175,12 @@ def test_two_processes_match_one_process(mode, tmp_path):
         assert a["loss"] == pytest.approx(b["loss"], rel=1e-5)  # global-batch mean despite uneven shares
         assert a["grad_norm"] == pytest.approx(b["grad_norm"], rel=1e-5)  # all-reduced gradient == full-batch one
         assert a["agree_slot1"] == pytest.approx(b["agree_slot1"])  # metrics reduced over ranks
-        assert ("ntp_loss" in a) == ("ntp_loss" in b) == (mode != "ddp_gated_qwen3")  # gated: no NTP term
+        assert ("ntp_loss" in a) == ("ntp_loss" in b) == ("gated" not in mode)  # gated: no NTP term
         if "ntp_loss" in b:
             assert a["ntp_loss"] == pytest.approx(b["ntp_loss"], rel=1e-5)
     from safetensors.torch import load_file
 
-    if mode == "ddp_gated_qwen3":  # the adapter folder: the trained A/B and mask row, as one process trains them
+    if "gated" in mode:  # the adapter folder: the trained A/B and mask row, as one process trains them
         w_multi = load_file(multi_dir / "gated_lora.safetensors")
         w_one = load_file(single_dir / "gated_lora.safetensors")
         assert w_multi.keys() == w_one.keys()
