@@ -19,8 +19,8 @@ from pathlib import Path
 
 import torch
 
-from selfdistill.models.gated_lora import (STATE_ATTR, GatedLoRAConfig, GatedLoRAState, adapter_tensors,
-                                           apply_gated_lora, gated_state, load_adapter_tensors)
+from selfdistill.models.gated_lora import (STATE_ATTR, GatedLoRAConfig, GatedLoRAState, apply_gated_lora,
+                                           gated_state, load_adapter_tensors)
 from selfdistill.paths import write_text_atomic
 
 FORMAT, FORMAT_VERSION = "selfdistill-gated-lora", 1
@@ -30,13 +30,12 @@ NEW_OUTPUT_ROWS_KEY = "new_output_rows"  # only for untied output embeddings
 
 
 def save_gated_lora(model, tokenizer, directory: str | os.PathLike, *, base_model: str,
-                    state_dict: dict[str, torch.Tensor] | None = None) -> Path:
+                    weights: dict[str, torch.Tensor] | None = None) -> Path:
     """Write the adapter folder (see the module docstring); each file is replaced atomically. ``base_model``: how
     :func:`selfdistill.models.loader.load_model` finds the base again (an alias, a path or a hub id).
 
-    ``state_dict``: the model's full state dict where its parameters are sharded (FSDP2's gathered one, DeepSpeed
-    ZeRO-3's consolidated one, as ``Trainer.save_model`` passes them): the tensors are read from it, by the
-    parameters' names, instead of from the parameters (a shard, or an empty ZeRO-3 partition)."""
+    ``weights``: the folder's tensors, :func:`adapter_weights` of ``model`` taken already (on every rank, where the
+    parameters are sharded and only one rank writes); default: taken here."""
     from safetensors.torch import save_file
 
     from selfdistill.models.mask_token import trained_k_max_from
@@ -46,10 +45,7 @@ def save_gated_lora(model, tokenizer, directory: str | os.PathLike, *, base_mode
         raise ValueError("the model has no gated LoRA adapters to save")
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
-    if state_dict:
-        weights = _from_state_dict(model, state_dict, state.base_vocab_size)
-    else:
-        weights = adapter_tensors(model) | _new_rows(model, state.base_vocab_size)
+    weights = adapter_weights(model) if weights is None else weights
     meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "base_model": base_model,
             "mask_token_id": state.mask_token_id, "base_vocab_size": state.base_vocab_size,
             "vocab_size": int(model.get_input_embeddings().weight.shape[0]), **asdict(state.config)}
@@ -72,26 +68,23 @@ def _untied_output(model) -> torch.Tensor | None:
     return None if not sharded and out.weight.data_ptr() == inp.data_ptr() else out.weight
 
 
-def _from_state_dict(model, state_dict: dict[str, torch.Tensor], base_vocab_size: int) -> dict[str, torch.Tensor]:
-    """:func:`adapter_tensors` and :func:`_new_rows` read from a full ``state_dict`` of ``model``."""
-    names = {id(p): n for n, p in model.named_parameters(remove_duplicate=False)}
-    wanted = {n for n in names.values() if "lora_" in n or n == f"{STATE_ATTR}.mask_embedding"}
-    missing = sorted(wanted - set(state_dict))
-    if missing:
-        raise ValueError(f"the state dict lacks adapter tensors {missing[:3]}: not a full state dict of this model")
-    out = {n: state_dict[n] for n in sorted(wanted)}
-    out[NEW_ROWS_KEY] = state_dict[names[id(model.get_input_embeddings().weight)]][base_vocab_size:]
+def adapter_weights(model) -> dict[str, torch.Tensor]:
+    """The tensors of the model's adapter folder, whole, on the CPU: the adapters and the mask row by state-dict
+    name, and the embedding (and untied output) rows added for the mask tokens.
+
+    FSDP2 parameters (DTensors) are gathered with ``full_tensor()``, a collective: under FSDP2 every rank calls this.
+    DeepSpeed ZeRO-3 parameters must be gathered by the caller (``deepspeed.zero.GatheredParameters``)."""
+    state = gated_state(model)
+    whole = {name: _whole(p) for name, p in model.named_parameters()
+             if "lora_" in name or name == f"{STATE_ATTR}.mask_embedding"}
+    whole[NEW_ROWS_KEY] = _whole(model.get_input_embeddings().weight)[state.base_vocab_size:]
     if (untied := _untied_output(model)) is not None:
-        out[NEW_OUTPUT_ROWS_KEY] = state_dict[names[id(untied)]][base_vocab_size:]
-    return {k: v.detach().cpu().contiguous() for k, v in out.items()}
+        whole[NEW_OUTPUT_ROWS_KEY] = _whole(untied)[state.base_vocab_size:]
+    return {k: v.detach().cpu().contiguous() for k, v in whole.items()}
 
 
-def _new_rows(model, base_vocab_size: int) -> dict[str, torch.Tensor]:
-    """The embedding (and untied output) rows added for the mask tokens, which the adapter carries."""
-    rows = {NEW_ROWS_KEY: model.get_input_embeddings().weight[base_vocab_size:]}
-    if _untied_output(model) is not None:
-        rows[NEW_OUTPUT_ROWS_KEY] = _untied_output(model)[base_vocab_size:]
-    return {k: v.detach().cpu().contiguous() for k, v in rows.items()}
+def _whole(t: torch.Tensor) -> torch.Tensor:
+    return t.full_tensor() if hasattr(t, "full_tensor") else t
 
 
 def pop_new_rows(weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

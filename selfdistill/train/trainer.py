@@ -24,6 +24,7 @@ import time
 import torch
 from transformers import Trainer, TrainerCallback
 
+from selfdistill.models.adapter_files import adapter_weights
 from selfdistill.models.gated_lora import (WEIGHTS_FILE, BaseModelView, gated_state, load_adapter_tensors,
                                           pop_new_rows, save_gated_lora)
 from selfdistill.models.loader import resolve_dtype
@@ -33,6 +34,7 @@ from selfdistill.train.distill_step import distill_step
 from selfdistill.train.guards import check_loss_items, check_step_finite
 from selfdistill.train.layout import build_layout
 from selfdistill.train.shared_prefix import supports_shared_prefix
+from selfdistill.train.sharding import gathered_for_reading
 from selfdistill.train.run_dir import METRICS_FILE, ConfigInCheckpointCallback
 
 logger = logging.getLogger(__name__)
@@ -181,16 +183,22 @@ class DistillTrainer(Trainer):
                 "items": torch.zeros((), dtype=torch.float64, device=device)}
 
     # ------------------------------------------------------------------ gated LoRA: save and resume the adapter only
-    def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        """Gated LoRA: the adapter folder, in every checkpoint and at the end, whatever the sharding. Every rank
+        gathers the adapter tensors (FSDP2 DTensors and ZeRO-3 partitions need all of them), the main one writes."""
         if not self.gated:
-            return super()._save(output_dir, state_dict)
-        if self.args.should_save:  # under FSDP2/ZeRO-3 from the state dict Trainer gathered, not the shards
-            save_gated_lora(self.accelerator.unwrap_model(self.model), self.processing_class,
-                            output_dir or self.args.output_dir, base_model=self.args.model_name_or_path,
-                            state_dict=state_dict)
+            return super().save_model(output_dir, _internal_call)
+        model = self.accelerator.unwrap_model(self.model)
+        with gathered_for_reading(self, model):
+            weights = adapter_weights(model)
+        if self.args.should_save:
+            save_gated_lora(model, self.processing_class, output_dir or self.args.output_dir,
+                            base_model=self.args.model_name_or_path, weights=weights)
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
-        if not self.gated:
+        # Under FSDP2 the checkpoint's sharded model state (save_fsdp_model) restores the adapters into their
+        # shards; DeepSpeed resumes through its own engine checkpoint and never calls this.
+        if not self.gated or self.is_fsdp_enabled:
             return super()._load_from_checkpoint(resume_from_checkpoint, model)
         from safetensors.torch import load_file
 

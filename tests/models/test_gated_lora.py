@@ -160,17 +160,3 @@ def test_a_corrupt_adapter_folder_is_an_error_that_names_the_file(tmp_path):
     (tmp_path / "a" / gl.CONFIG_FILE).write_text('{"format": ')
     with pytest.raises(ValueError, match=f"{tmp_path / 'a' / gl.CONFIG_FILE}: not valid JSON"):
         gl.read_adapter_config(tmp_path / "a")
-
-
-def test_an_adapter_saved_from_a_full_state_dict_is_the_one_saved_from_the_parameters(tmp_path):
-    # FSDP2 and ZeRO-3 hand Trainer._save a gathered state dict: the folder must be the same as from whole weights
-    from safetensors.torch import load_file
-
-    _, gated = save_random_teacher_adapter(tmp_path / "params", dtype="float32")
-    state = {name: t.clone() for name, t in gated.state_dict().items()}
-    gl.save_gated_lora(gated, None, tmp_path / "state", base_model="tiny-teacher", state_dict=state)
-    a, b = load_file(tmp_path / "params" / gl.WEIGHTS_FILE), load_file(tmp_path / "state" / gl.WEIGHTS_FILE)
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    state.pop(next(k for k in state if "lora_A" in k))
-    with pytest.raises(ValueError, match="lacks adapter tensors"):
-        gl.save_gated_lora(gated, None, tmp_path / "bad", base_model="tiny-teacher", state_dict=state)

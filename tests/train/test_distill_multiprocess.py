@@ -53,8 +53,9 @@ def allow_fsdp_on_cpu() -> bool:
     return True
 
 
-def run_worker(out_dir: str, per_device_batch: int, mode: str) -> None:
-    """Distil a tiny random Llama for a few steps; leave losses and final weights in ``out_dir``."""
+def run_worker(out_dir: str, per_device_batch: int, mode: str, phase: str = "") -> None:
+    """Distil a tiny random Llama for a few steps; leave losses and final weights in ``out_dir``. ``phase``:
+    ``save`` also checkpoints at step 2; ``resume`` continues ``out_dir`` from its newest checkpoint."""
     if mode.startswith("fsdp2") and not allow_fsdp_on_cpu():
         sys.exit(3)
     sys.path[:0] = [HERE, TESTS]  # the worker runs outside pytest: its test helpers by path
@@ -77,7 +78,10 @@ def run_worker(out_dir: str, per_device_batch: int, mode: str) -> None:
         adapter = dict(adapter="gated_lora", lora_rank=4, lora_alpha=8.0, ntp_weight=0.0, k_min=2)
     elif mode.endswith("_gated"):  # gated LoRA under sharding: the mask row and adapters gathered where they are used
         adapter = dict(adapter="gated_lora", lora_rank=4, lora_alpha=8.0, ntp_weight=0.0, k_min=2)
-    cfg = _cfg(out_dir, max_steps=STEPS, per_device_train_batch_size=per_device_batch, save_strategy="no",
+    saves = dict(save_strategy="steps", save_steps=2) if phase else dict(save_strategy="no")
+    if phase == "resume":
+        saves["resume_from_checkpoint"] = "true"
+    cfg = _cfg(out_dir, max_steps=STEPS, per_device_train_batch_size=per_device_batch, **saves,
                seq_len=60, packing=False, completion_only_loss=True,
                **({"k_min": 1, "k_max": 4, "ntp_weight": 0.5} | adapter))
     rows = _rows(GLOBAL_BATCH * STEPS)
@@ -148,6 +152,44 @@ def _free_port() -> str:
         return str(s.getsockname()[1])
 
 
+def _launch(mode: str, tmp_path, out_dir, *extra) -> subprocess.CompletedProcess:
+    if mode.startswith("deepspeed"):
+        pytest.importorskip("deepspeed", reason="DeepSpeed is an optional extra: pip install -e '.[deepspeed]'")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": REPO, "TOKENIZERS_PARALLELISM": "false",
+           "DS_ACCELERATOR": "cpu"}
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", _launcher_config(mode, tmp_path),
+           "--main_process_port", _free_port(), __file__, str(out_dir), str(GLOBAL_BATCH // 2), mode, *extra]
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["fsdp2_gated", "deepspeed_gated"])
+def test_a_sharded_gated_run_resumes_exactly(mode, tmp_path):
+    # the adapter checkpoint of a sharded run (written from the gathered state dict) is loaded before sharding on
+    # resume: step 3 of the resumed run and its final adapter equal the uninterrupted run's
+    import shutil
+
+    from safetensors.torch import load_file
+
+    whole, resumed = tmp_path / "whole", tmp_path / "resumed"
+    run = _launch(mode, tmp_path, whole, "save")
+    if mode.startswith("fsdp2") and run.returncode != 0 and "exitcode  : 3" in run.stderr:
+        pytest.skip("this accelerate version's internals no longer take the CPU FSDP patch")
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert (whole / "checkpoint-2" / "gated_lora.safetensors").is_file()
+    shutil.copytree(whole / "checkpoint-2", resumed / "checkpoint-2")
+    run = _launch(mode, tmp_path, resumed, "resume")
+    assert run.returncode == 0, run.stderr[-3000:]
+    step3 = [json.loads((d / "logs.json").read_text())[-1] for d in (whole, resumed)]
+    assert step3[0]["step"] == step3[1]["step"] == STEPS
+    for key in ("loss", "grad_norm", "agree_slot1"):
+        assert step3[1][key] == pytest.approx(step3[0][key], rel=1e-6)
+    a, b = (load_file(d / "gated_lora.safetensors") for d in (whole, resumed))
+    assert a.keys() == b.keys()
+    for name in a:
+        torch.testing.assert_close(b[name], a[name], rtol=1e-6, atol=1e-7)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", ["ddp", "ddp_gated_qwen3", "fsdp2", "fsdp2_gated", "deepspeed", "deepspeed_gated"])
 def test_two_processes_match_one_process(mode, tmp_path):
@@ -198,4 +240,4 @@ def test_two_processes_match_one_process(mode, tmp_path):
 
 
 if __name__ == "__main__":
-    run_worker(sys.argv[1], int(sys.argv[2]), sys.argv[3])
+    run_worker(sys.argv[1], int(sys.argv[2]), sys.argv[3], *sys.argv[4:])
