@@ -51,9 +51,12 @@ def test_no_shipped_config_names_a_device(path):
 
 def test_a_run_resolves_bf16_once_and_an_explicit_value_wins(tmp_path, monkeypatch):
     tiny = os.path.join(REPO, "configs", "tiny.yaml")
-    parse = lambda *extra: parse_config(DistillConfig, ["--config", tiny, "--output_dir", str(tmp_path), *extra])
-    assert parse().bf16 is False  # this test machine: no GPU (a GPU machine resolves by default_bf16)
-    assert parse("--bf16", "true").bf16 is True
+
+    def parse(*extra):
+        return parse_config(DistillConfig, ["--config", tiny, "--output_dir", str(tmp_path), *extra])
+
+    monkeypatch.setattr("selfdistill.train.config.default_bf16", lambda **kw: False)  # as on a CPU
+    assert parse().bf16 is False and parse("--bf16", "true").bf16 is True
     monkeypatch.setattr("selfdistill.train.config.default_bf16", lambda **kw: True)  # as on a GPU with bf16
     assert parse().bf16 is True and parse("--bf16", "false").bf16 is False
 
@@ -63,10 +66,15 @@ def test_entry_points_resolve_their_dtype_from_the_device(tmp_path):
     from selfdistill.train import bench as bench_train
 
     out = str(tmp_path / "out")
-    pareto_cfg = lambda *a: parse_config(pareto.ParetoConfig, ["--output_dir", out, *a], check=pareto.check_config)
-    assert pareto_cfg().dtype == "float32" and pareto_cfg("--device", "cuda").dtype == "bfloat16"
+
+    def pareto_cfg(*args):
+        return parse_config(pareto.ParetoConfig, ["--output_dir", out, *args], check=pareto.check_config)
+
+    assert pareto_cfg("--device", "cpu").dtype == "float32" and pareto_cfg("--device", "cuda").dtype == "bfloat16"
     assert pareto_cfg("--dtype", "float64", "--device", "cuda").dtype == "float64"
-    assert parse_config(bench_decode.BenchConfig, ["--out", out], check=bench_decode.check_args).dtype == "float32"
-    assert parse_config(bench_train.TrainBenchConfig, ["--out", out], check=bench_train.check_args).dtype == "float32"
-    assert parse_config(onpolicy_data.OnPolicyConfig, ["--out", out, "--model", "tiny-teacher"],
+    assert parse_config(bench_decode.BenchConfig, ["--out", out, "--device", "cpu"],
+                        check=bench_decode.check_args).dtype == "float32"
+    assert parse_config(bench_train.TrainBenchConfig, ["--out", out, "--device", "cpu"],
+                        check=bench_train.check_args).dtype == "float32"
+    assert parse_config(onpolicy_data.OnPolicyConfig, ["--out", out, "--model", "tiny-teacher", "--device", "cpu"],
                         check=onpolicy_data.check_config).dtype == "float32"

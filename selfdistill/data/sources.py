@@ -3,7 +3,8 @@
 Specs (:func:`load_rows`): ``synthetic`` / ``synthetic:<tasks>`` (the embedded world), ``metamathqa`` /
 ``metamathqa:<path or hub id>`` (grouped train/validation split), ``gsm8k`` / ``gsm8k:<path>`` (its dev questions
 never train), ``onpolicy:<folder>`` (a model's own answers written by ``scripts/onpolicy_data.py``, joined
-by id with the dataset they answer), or a local ``.json``/``.jsonl``/``.parquet`` file or ``save_to_disk`` folder already in the schema.
+by id with the dataset they answer), or a local ``.json``/``.jsonl``/``.parquet`` file or ``save_to_disk`` folder
+already in the schema.
 The trainer (``selfdistill.train``) and the on-policy data recipe (``selfdistill.eval.onpolicy_data``) read them here.
 """
 

@@ -44,7 +44,9 @@ class OnPolicyConfig:
     max_new_tokens: int = 256
     batch_size: int = 32
     chunk_rows: int = field(default=128, metadata={"help": "rows per resumable chunk"})
-    dtype: str | None = field(default=None, metadata={"help": "float32, bfloat16, float16, float64 or auto (the checkpoint's); default: bfloat16 on CUDA, float32 on CPU"})
+    dtype: str | None = field(default=None, metadata={
+        "help": "float32, bfloat16, float16, float64 or auto (the checkpoint's); default: bfloat16 on CUDA, "
+                "float32 on CPU"})
     device: str = field(default="auto", metadata={"help": "auto (cuda if available), cpu, cuda, ..."})
     num_threads: int = field(default=0, metadata={"help": "torch CPU threads (0 = torch's default)"})
     out: str = field(default="runs/data/onpolicy", metadata={"help": "output folder"})

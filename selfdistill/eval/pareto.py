@@ -57,7 +57,9 @@ class ParetoConfig:
     add_mask_token: bool = field(default=False, metadata={
         "help": "give a model without <mtp> an untrained one (step-0 baseline) instead of refusing"})
     batch_size: int = 8
-    dtype: str | None = field(default=None, metadata={"help": "float32, bfloat16, float16, float64 or auto (the checkpoint's); default: bfloat16 on CUDA, float32 on CPU"})
+    dtype: str | None = field(default=None, metadata={
+        "help": "float32, bfloat16, float16, float64 or auto (the checkpoint's); default: bfloat16 on CUDA, "
+                "float32 on CPU"})
     device: str = field(default="auto", metadata={"help": "auto (cuda if available), cpu, cuda, cuda:1..."})
     prompt_style: str = field(default="zero_shot", metadata={"help": f"one of {PROMPT_STYLES}"})
     chat_template: bool = field(default=False, metadata={"help": "wrap prompts in the tokenizer's chat template"})

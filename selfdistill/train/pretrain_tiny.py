@@ -86,7 +86,8 @@ def run_pretrain_tiny(cfg: PretrainConfig, shape: TinyModelShape = TinyModelShap
         output_dir=str(out / "_trainer"), max_steps=cfg.max_steps, per_device_train_batch_size=cfg.batch_size,
         learning_rate=cfg.learning_rate, lr_scheduler_type="cosine", warmup_steps=cfg.warmup_steps,
         weight_decay=0.01, adam_beta2=0.98, max_grad_norm=1.0, logging_steps=50, save_strategy="no",
-        report_to="none", seed=cfg.seed, data_seed=cfg.seed, use_cpu=cfg.use_cpu or not gpu_visible(), dataloader_num_workers=0,
+        report_to="none", seed=cfg.seed, data_seed=cfg.seed, use_cpu=cfg.use_cpu or not gpu_visible(),
+        dataloader_num_workers=0,
         bf16=args_bf16,
         train_sampling_strategy="group_by_length", disable_tqdm=False)
     collator = DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100)

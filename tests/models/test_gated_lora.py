@@ -15,7 +15,7 @@ from selfdistill.models import gated_lora as gl
 from selfdistill.models.loader import load_model
 from selfdistill.models.mask_token import mask_token_id_from
 from selfdistill.models.tiny import tiny_model
-from support import attach_random_adapter, save_random_teacher_adapter
+from support import save_random_teacher_adapter
 from selfdistill.train.distill_step import distill_step, forward_slots
 from selfdistill.train.layout import build_layout
 

@@ -105,7 +105,7 @@ def run_worker(out_dir: str, per_device_batch: int, mode: str, phase: str = "") 
             assert sum(p.ds_tensor.numel() for p in teacher) < sum(p.ds_numel for p in teacher)
         in_optimizer = {id(p) for group in trainer.optimizer.param_groups for p in group["params"]}
         assert not any(id(p) in in_optimizer or p.requires_grad for p in teacher)
-    if "_gated" in mode and not mode.startswith("ddp") and world > 1:  # really sharded: the adapters and the mask row among them
+    if "_gated" in mode and not mode.startswith("ddp") and world > 1:  # really sharded: adapters and mask row too
         trained = {n: p for n, p in trainer.model.named_parameters() if p.requires_grad}
         assert any(n.endswith("mask_embedding") for n in trained) and any("lora_A" in n for n in trained)
         if mode.startswith("deepspeed"):
@@ -130,7 +130,7 @@ def _launcher_config(mode: str, tmp_path) -> str:
     cfg.update(num_processes=2, mixed_precision="no", use_cpu=False)
     if mode.startswith("fsdp2"):
         cfg["gpu_ids"] = "all"
-    if mode.startswith("deepspeed_gated"):  # every parameter partitioned, however small (the default keeps small ones whole)
+    if mode.startswith("deepspeed_gated"):  # every parameter partitioned, however small (default: small ones whole)
         ds = {"zero_optimization": {"stage": 3, "stage3_param_persistence_threshold": 0,
                                     "stage3_gather_16bit_weights_on_model_save": True},
               "train_batch_size": "auto", "train_micro_batch_size_per_gpu": "auto",
@@ -191,7 +191,8 @@ def test_a_sharded_gated_run_resumes_exactly(mode, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("mode", ["ddp", "ddp_gated_qwen3", "fsdp2", "fsdp2_gated", "deepspeed", "deepspeed_gated_qwen3"])
+@pytest.mark.parametrize("mode", ["ddp", "ddp_gated_qwen3", "fsdp2", "fsdp2_gated", "deepspeed",
+                                  "deepspeed_gated_qwen3"])
 def test_two_processes_match_one_process(mode, tmp_path):
     port = _free_port()
     if mode.startswith("deepspeed"):
