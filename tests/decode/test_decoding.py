@@ -55,7 +55,7 @@ def left_pad(prompts, pad=0):
 
 @torch.no_grad()
 def naive_decode(model, prompt, *, strategy, k=1, k_max=16, threshold=0.9, max_new_tokens, eos=(),
-                 mask_margin=None):
+                 mask_margin=None, mask_id=MASK):
     """Reference: one row, no KV cache; every pass recomputes prompt + output (+ verify drafts) + masks.
 
     With ``mask_margin`` a pass appends the masks the previous pass used + the margin (at most ``k_max - 1``).
@@ -67,7 +67,7 @@ def naive_decode(model, prompt, *, strategy, k=1, k_max=16, threshold=0.9, max_n
     while True:
         remaining = max_new_tokens - len(out)
         n_masks = min(reach, remaining - 1 - len(drafts))
-        seq = prompt + out + drafts + [MASK] * n_masks
+        seq = prompt + out + drafts + [mask_id] * n_masks
         probs = model(torch.tensor([seq])).logits[0].softmax(-1)
         top_p, top_i = (t.tolist() for t in probs.max(-1))
         last = len(prompt) + len(out) - 1  # index of the last token known to be right

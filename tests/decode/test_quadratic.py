@@ -16,7 +16,8 @@ from selfdistill.models.attention import dense_mask_for
 
 
 @torch.no_grad()
-def naive_quadratic(model, prompt, *, k_max, threshold, max_new_tokens, eos=(), mask_margin=None, lead_groups=None):
+def naive_quadratic(model, prompt, *, k_max, threshold, max_new_tokens, eos=(), mask_margin=None, lead_groups=None,
+                    mask_id=MASK):
     """One row, no KV cache: every pass feeds prompt + output + drafts, then one group of masks after each
     provisional token (the last verified one and every draft), with a full attention mask built here:
     real tokens causal; group j sees the real tokens up to its anchor and itself causally, no other group.
@@ -42,7 +43,7 @@ def naive_quadratic(model, prompt, *, k_max, threshold, max_new_tokens, eos=(), 
                 allowed[c, :a + 1] = True
                 allowed[c, n + j * g:c + 1] = True
             positions += range(a + 1, a + 1 + g)
-        ids = torch.tensor([real + [MASK] * (length - n)])
+        ids = torch.tensor([real + [mask_id] * (length - n)])
         mask = dense_mask_for(allowed[None, None], attn_implementation=impl, dtype=model.dtype)
         probs = model(ids, attention_mask=mask, position_ids=torch.tensor([positions])).logits[0].softmax(-1)
         top_p, top_i = (t.tolist() for t in probs.max(-1))

@@ -10,9 +10,13 @@ without it; DeepSpeed's CPU accelerator falls back to gloo without Intel oneCCL)
 rows are unpacked and completion-only, so the two processes keep different numbers of regions and NTP targets:
 their losses must still average to the global batch mean (``distill_step``'s ``count_mean``).
 
-accelerate 1.15 enables FSDP only on GPU-like devices; on CPU it silently runs DDP. The FSDP worker therefore lets
-``AcceleratorState`` keep the FSDP plugin on ``MULTI_CPU`` (torch's ``fully_shard`` itself works on a CPU mesh), a
-patch of accelerate internals that lives here only: it checks our teacher wrapping and final save under FSDP2.
+accelerate (1.15 and 1.16 alike) enables FSDP only on GPU-like devices: ``AcceleratorState`` keeps an FSDP plugin for
+``MULTI_GPU``/``MULTI_XPU``/... and not ``MULTI_CPU``, so on CPU an FSDP config silently runs DDP, and there is no
+public switch. The FSDP worker therefore lets ``AcceleratorState`` keep the FSDP plugin on ``MULTI_CPU`` (torch's
+``fully_shard`` itself works on a CPU mesh), a patch of accelerate internals that lives here only: it checks our
+teacher wrapping, gated adapters, saves and resume under FSDP2. The patch is pinned to the accelerate versions it
+was checked with (:data:`FSDP_PATCH_CHECKED`): there a failure to apply fails the test; on another version it skips,
+saying so.
 
 The test runs this file as the worker: ``accelerate launch --config_file CFG tests/train/test_distill_multiprocess.py
 OUT_DIR PER_DEVICE_BATCH MODE`` (the worker's training config sets ``use_cpu``).
@@ -32,6 +36,18 @@ TESTS = os.path.dirname(HERE)
 REPO = os.path.dirname(TESTS)
 GLOBAL_BATCH = 4
 STEPS = 3
+#: accelerate versions (major.minor) whose internals the CPU FSDP patch was checked against.
+FSDP_PATCH_CHECKED = ("1.15", "1.16")
+
+
+def _skip_unless_patch_checked(run: subprocess.CompletedProcess) -> None:
+    """The worker exits 3 when the patch no longer applies: a failure on a checked version, a skip on another."""
+    import accelerate
+
+    if run.returncode != 0 and "exitcode  : 3" in run.stderr:
+        version = ".".join(accelerate.__version__.split(".")[:2])
+        assert version not in FSDP_PATCH_CHECKED, f"the CPU FSDP patch no longer applies to accelerate {version}"
+        pytest.skip(f"the CPU FSDP patch was checked with accelerate {FSDP_PATCH_CHECKED}, not {version}")
 
 
 def allow_fsdp_on_cpu() -> bool:
@@ -173,8 +189,8 @@ def test_a_sharded_gated_run_resumes_exactly(mode, tmp_path):
 
     whole, resumed = tmp_path / "whole", tmp_path / "resumed"
     run = _launch(mode, tmp_path, whole, "save")
-    if mode.startswith("fsdp2") and run.returncode != 0 and "exitcode  : 3" in run.stderr:
-        pytest.skip("this accelerate version's internals no longer take the CPU FSDP patch")
+    if mode.startswith("fsdp2"):
+        _skip_unless_patch_checked(run)
     assert run.returncode == 0, run.stderr[-3000:]
     assert (whole / "checkpoint-2" / "gated_lora.safetensors").is_file()
     shutil.copytree(whole / "checkpoint-2", resumed / "checkpoint-2")
@@ -203,8 +219,8 @@ def test_two_processes_match_one_process(mode, tmp_path):
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", _launcher_config(mode, tmp_path),
            "--main_process_port", port, __file__, str(multi_dir), str(GLOBAL_BATCH // 2), mode]
     multi = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-    if mode.startswith("fsdp2") and multi.returncode != 0 and "exitcode  : 3" in multi.stderr:
-        pytest.skip("this accelerate version's internals no longer take the CPU FSDP patch")
+    if mode.startswith("fsdp2"):
+        _skip_unless_patch_checked(multi)
     assert multi.returncode == 0, multi.stderr[-3000:]
     one = subprocess.run([sys.executable, __file__, str(single_dir), str(GLOBAL_BATCH), mode], env=env,
                          capture_output=True, text=True, timeout=300)
