@@ -25,7 +25,7 @@ import torch
 
 from selfdistill.decode.blocks import model_pass_mask, pass_attention_mask  # noqa: F401  (public, re-exported)
 from selfdistill.decode.engine import generate_many, strategy_for
-from selfdistill.decode.registry import strategy_names
+from selfdistill.decode.registry import Strategy, strategy_names
 from selfdistill.decode.results import MTPOutput  # noqa: F401  (public, re-exported)
 from selfdistill.decode.rows import default_eos_ids  # noqa: F401  (public, re-exported)
 
@@ -61,10 +61,9 @@ def prompt_rows(input_ids, attention_mask=None) -> list[list[int]]:
 
 
 def mtp_generate(model, input_ids, attention_mask=None, *, mask_token_id: int | None = None,
-                 strategy: str = "conf_adapt", k: int | None = None, k_max: int | None = None,
-                 threshold: float | None = None, max_new_tokens: int, eos_token_id=None, stop_strings=None,
-                 tokenizer=None, pad_token_id: int | None = None, mask_margin: int | None = None,
-                 profile: bool = False, **options) -> MTPOutput:
+                 strategy: str | Strategy = "conf_adapt", max_new_tokens: int, eos_token_id=None,
+                 stop_strings=None, tokenizer=None, pad_token_id: int | None = None, profile: bool = False,
+                 **options) -> MTPOutput:
     """Greedy multi-token generation with the ``<mtp>`` mask token, every row in flight at once.
 
     Args:
@@ -73,26 +72,21 @@ def mtp_generate(model, input_ids, attention_mask=None, *, mask_token_id: int | 
         attention_mask: ``[B, T]``, 1 for real tokens; ``None`` = no padding.
         mask_token_id: defaults to the id recorded in the model config (:func:`mask_token_id_from`).
         strategy: ``"static"`` | ``"conf_adapt"`` | ``"verify"`` | ``"quadratic"`` | ``"hedged"`` (any registered
-            engine strategy).
-        k: tokens per pass for ``static`` (default 1).
-        k_max: prediction positions per pass for the others (``k_max - 1`` masks; default: the model's trained
-            ``k_max`` (``config.mtp_trained_k_max``) where it records one, else 16).
-        threshold: ConfAdapt tau; for the lossless strategies the confidence a mask prediction needs to become a
-            draft (0: every mask prediction is drafted). Default 0.9; finite and >= 0.
+            engine strategy), or a :class:`~selfdistill.decode.registry.Strategy` built already.
         max_new_tokens: hard cap on generated tokens per row.
         eos_token_id: int or list; defaults to the model's generation config / config eos.
         stop_strings: str or list; the row stops once its decoded text contains one (needs ``tokenizer``).
         tokenizer: used for ``stop_strings`` and to fill ``MTPOutput.texts``.
         pad_token_id: filler id for pad slots (its value never matters: those slots are masked out).
-        mask_margin: ``None`` = always ``k_max - 1`` masks; an int ``m >= 1`` = per row, the masks it used last
-            pass + ``m`` (at most ``k_max - 1``); see the module docstring.
         profile: synchronise the device around forwards and fill ``MTPOutput.timings``.
-        options: the strategy's own further options (e.g. ``lead_groups`` for ``hedged``).
+        options: the strategy's options, as its registry class declares them (one home: ``k`` of ``static``;
+            ``k_max``, ``threshold``, ``mask_margin`` of the adaptive ones; ``lead_groups`` of ``hedged``; ...).
+            An unset ``k_max`` is the model's trained one (``config.mtp_trained_k_max``) where it records one.
 
     An option the strategy does not take (e.g. ``k`` for ``conf_adapt``) is refused, as is every other bad input,
     with a ``ValueError`` before any forward pass.
     """
-    unit = strategy_for(model, strategy, k=k, k_max=k_max, threshold=threshold, mask_margin=mask_margin, **options)
+    unit = strategy_for(model, strategy, **options)
     if unit.baseline:
         raise ValueError(f"unknown strategy {strategy!r} for mtp_generate; choose from {STRATEGIES} "
                          "(the model.generate baselines run through generate_many)")

@@ -218,6 +218,34 @@ def declared_options() -> dict[str, Option]:
     return out
 
 
+def with_options(*names: str, note: str = ""):
+    """Class decorator for a dataclass of settings (an entry point's options, a sweep grid): one field per option
+    the registry declares (or only ``names``), default ``None`` (the strategy's own default), typed and helped as
+    the strategy class declares it. The one home of an option stays its strategy class; no entry point writes a
+    copy of it by hand (``tests/decode/test_option_homes.py`` checks). ``note``: added to each field's help (what
+    the value means there, e.g. "for every setting that takes it")."""
+    import dataclasses
+
+    def decorate(cls):
+        declared = declared_options()
+        unknown = sorted(set(names) - set(declared))
+        if unknown:
+            raise ValueError(f"{cls.__name__}: no strategy declares the options {unknown}")
+        fields = [(name, _field_type(opt) | None,
+                   dataclasses.field(default=None, metadata={"help": opt.help + (f" ({note})" if note else "")}))
+                  for name, opt in declared.items() if not names or name in names]
+        params = cls.__dataclass_params__
+        out = dataclasses.make_dataclass(cls.__name__, fields, bases=(cls,), kw_only=True, frozen=params.frozen)
+        out.__module__, out.__qualname__, out.__doc__ = cls.__module__, cls.__qualname__, cls.__doc__
+        return out
+
+    return decorate
+
+
+def _field_type(opt: Option) -> type:
+    return bool if opt.kind is parse_bool else opt.kind
+
+
 def pop_options(values: dict) -> dict:
     """Remove every strategy option from ``values`` (keyword arguments that also hold other settings) and return
     them, text parsed by the option's ``kind``: ``None``, ``""`` and ``"None"`` are unset. Whether the strategy

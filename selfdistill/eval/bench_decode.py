@@ -52,7 +52,7 @@ from pathlib import Path
 import torch
 
 from selfdistill.decode.forward_cost import BASELINE, FORWARD_BASELINE, add_ratios, forward_cost, ops_columns, pass_ops
-from selfdistill.decode.registry import bench_settings
+from selfdistill.decode.registry import bench_settings, with_options
 from selfdistill.models.loader import DTYPES, resolve_device, resolve_run_dtype
 from selfdistill.timing import clock
 
@@ -66,6 +66,8 @@ _TEMPLATES = [
 ]
 
 
+@with_options("k_max", "mask_margin", note="replacing the bench points' for every setting that takes it; "
+                                            "use the k the model was trained to")
 @dataclass(kw_only=True)
 class BenchConfig:
     model: str | None = field(default=None, metadata={
@@ -87,11 +89,6 @@ class BenchConfig:
     only: str | None = field(default=None, metadata={
         "help": "comma-separated subset of strategy names (default: all); generate and static_k1, the baselines "
                 "of the ratios, always run"})
-    k_max: int | None = field(default=None, metadata={
-        "help": "ConfAdapt/verify/quadratic: positions read per pass, replacing the bench points' (use the k the "
-                "model was trained to)"})
-    mask_margin: int | None = field(default=None, metadata={
-        "help": "ConfAdapt/verify/quadratic: adaptive mask count, masks used last pass + this"})
     repeats: int = field(default=3, metadata={
         "help": "time each setting this many times, interleaved with the others; report the fastest"})
     forward_cost_repeats: int = field(default=30, metadata={

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from selfdistill.decode.registry import with_options
 from selfdistill.eval.calibration import (METHODS, expected_calibration_error, fit_confidence_map, precision_at,
                                          reliability)
 from selfdistill.models.attention import dense_mask_for
@@ -197,6 +198,7 @@ def write_report(out: Path, stats: dict, meta: dict) -> None:
     plot_reliability(stats, out / "reliability.png", title=f"{meta['model']} on {meta['suite']}")
 
 
+@with_options("k_max", note="default: the trained k_max")
 @dataclass(kw_only=True)
 class CalibrateConfig:
     model: str = field(default="smollm2-135m-mtp", metadata={"help": "alias, checkpoint or adapter folder"})
@@ -206,7 +208,6 @@ class CalibrateConfig:
     max_new_tokens: int = 192
     chat_template: bool = field(default=False, metadata={"help": "wrap prompts in the tokenizer's chat template"})
     prompt_style: str = "zero_shot"
-    k_max: int | None = field(default=None, metadata={"help": "positions per pass (default: the trained k_max)"})
     method: str = field(default="platt", metadata={"help": "platt (a logistic map per slot) or isotonic"})
     bin_size: int = field(default=200, metadata={"help": "samples per isotonic bin"})
     dtype: str = "float32"

@@ -18,25 +18,21 @@ from functools import cached_property
 from rewards import grade, grader_for_task
 from rewards.graders import EXTRACTORS
 from selfdistill.decode.engine import generate_many
-from selfdistill.decode.registry import Strategy, make_strategy
+from selfdistill.decode.registry import Strategy, make_strategy, with_options
 from selfdistill.decode.results import draft_precision, speed_stats
 from selfdistill.data.prompts import apply_chat_template, fewshot_prefix_for, render_prompt, stop_strings
 
+@with_options()
 @dataclass(frozen=True, kw_only=True)
 class DecodeSetting:
-    """How to decode: a strategy of the registry (:mod:`selfdistill.decode.registry`) and its options.
+    """How to decode: a strategy of the registry (:mod:`selfdistill.decode.registry`) and its options (one field
+    per option the registry declares, added by :func:`~selfdistill.decode.registry.with_options`).
 
     ``generate`` (plain ``model.generate`` greedy) is the baseline. Options the strategy does not take stay ``None``
     (and are refused when given); those it takes are filled with its defaults and validated by the registry.
     """
 
     strategy: str = "generate"
-    k: int | None = None
-    threshold: float | None = None
-    k_max: int | None = None
-    mask_margin: int | None = None  # adaptive mask count (see selfdistill.decode.decoder)
-    lead_groups: int | None = None  # hedged verify's groups after the first provisional tokens
-    calibrated: bool | None = None  # ConfAdapt: the model's calibrated confidences (None: when it has a map)
 
     def __post_init__(self):
         for name, value in self.unit.values().items():

@@ -12,6 +12,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from selfdistill.decode.registry import with_options
 from selfdistill.paths import REPO_ROOT
 from selfdistill.eval.sweep import PAPER_K_MAX, PAPER_STATIC_K, PAPER_THRESHOLDS
 from selfdistill.eval.task_suites import SUITES
@@ -19,6 +20,9 @@ from selfdistill.eval.task_suites import SUITES
 PROMPT_STYLES = ("zero_shot", "few_shot")
 
 
+@with_options("k_max", "mask_margin", "calibrated",
+              note=f"for every setting that takes it; k_max default: the trained k_max where the model records one, "
+                   f"else {PAPER_K_MAX}; calibrated default: when the model has a confidence map")
 @dataclass(kw_only=True)
 class ParetoConfig:
     model: str = field(default="tiny-student", metadata={
@@ -32,12 +36,6 @@ class ParetoConfig:
         "help": "local file/dir or hub id of the real benchmark data (default: ../shared/data)"})
     thresholds: list[float] = field(default_factory=lambda: list(PAPER_THRESHOLDS),
                                     metadata={"help": "ConfAdapt thresholds"})
-    k_max: int | None = field(default=None, metadata={
-        "help": f"prediction positions per pass (ConfAdapt, verify); default: the k_max the model was trained on "
-                f"where it records one (config.mtp_trained_k_max), else {PAPER_K_MAX}"})
-    calibrated: bool | None = field(default=None, metadata={
-        "help": "ConfAdapt compares calibrated confidences (the model's mtp_calibration.json) with its thresholds; "
-                "default: when the model has one; false: raw softmax"})
     compare_raw: bool = field(default=False, metadata={
         "help": "also sweep every ConfAdapt threshold on raw confidences, beside the calibrated ones (needs a model "
                 "with a confidence map)"})
@@ -51,8 +49,6 @@ class ParetoConfig:
                 "none by default)"})
     verify_threshold: float = field(default=0.0, metadata={
         "help": "draft confidence threshold of verify, quadratic and hedged"})
-    mask_margin: int | None = field(default=None, metadata={
-        "help": "adaptive mask count for ConfAdapt/verify/quadratic: masks used last pass + this (default: k_max - 1)"})
     generate_baseline: bool = field(default=True, metadata={"help": "include plain model.generate"})
     add_mask_token: bool = field(default=False, metadata={
         "help": "give a model without <mtp> an untrained one (step-0 baseline) instead of refusing"})

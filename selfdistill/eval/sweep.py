@@ -26,7 +26,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from selfdistill.decode.registry import strategy_class, strategy_names
+from selfdistill.decode.registry import strategy_class, strategy_names, with_options
 from selfdistill.eval.agreement import add_agreement
 from selfdistill.eval.evaluation import DecodeSetting
 from selfdistill.provenance import differences
@@ -41,17 +41,17 @@ PAPER_K_MAX = 16
 RECORDED_ONLY = frozenset({"model_path"})
 
 
+@with_options("k_max", "mask_margin", "calibrated", note="every point of the strategies that take it")
 @dataclass(frozen=True, kw_only=True)
 class SweepGrid:
-    """The values a sweep's strategies take their points from (each strategy's ``sweep_points`` reads it)."""
+    """The values a sweep's strategies take their points from (each strategy's ``sweep_points`` reads it): the axes
+    here, and the registry's ``k_max``, ``mask_margin`` and ``calibrated`` shared by every point (``None``: the
+    strategy's default; ``k_max`` then 16, the paper's)."""
 
     static_k: Sequence[int] = PAPER_STATIC_K
     thresholds: Sequence[float] = PAPER_THRESHOLDS
-    k_max: int = PAPER_K_MAX
     verify_threshold: float = 0.0
-    mask_margin: int | None = None
     hedged_lead_groups: Sequence[int] = ()
-    calibrated: bool | None = None  # ConfAdapt's confidences: calibrated, raw, or (None) the model's map if any
     compare_raw: bool = False  # with calibrated ConfAdapt, also sweep each threshold on raw confidences
 
 

@@ -15,21 +15,17 @@ import importlib.util
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from selfdistill.decode.registry import with_options
 from selfdistill.models.mask_token import mask_token_id_in_checkpoint
 
 
+@with_options(note="the server's setting; a request may change it")
 @dataclass(kw_only=True)
 class ServeConfig:
     model: str = field(default="tiny-student", metadata={"help": "alias, checkpoint or adapter folder, or hub id"})
     served_model_name: str | None = field(default=None, metadata={
         "help": "the name clients pass as `model` (default: --model as given)"})
     strategy: str = field(default="conf_adapt", metadata={"help": "decoding strategy of the registry"})
-    threshold: float | None = None
-    k: int | None = None
-    k_max: int | None = None
-    mask_margin: int | None = None
-    lead_groups: int | None = None  # one field per option the registry declares (a test checks)
-    calibrated: bool | None = None
     max_batch: int = field(default=16, metadata={"help": "rows in flight per decoding setting"})
     max_engines: int = field(default=4, metadata={
         "help": "distinct decoding settings (per-request `selfdistill` options) held at once"})

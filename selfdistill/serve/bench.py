@@ -27,6 +27,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from selfdistill.decode.registry import with_options
 from selfdistill.paths import REPO_ROOT
 
 #: setting name -> per-request options; the first is the baseline of the ratios.
@@ -35,6 +36,7 @@ SETTINGS = {"plain_static_k1": {"strategy": "static", "k": 1}, "static_k3": {"st
             "verify": {"strategy": "verify"}}  # lossless, every mask prediction drafted (as everywhere else)
 
 
+@with_options("k_max", "mask_margin", note="for every setting that takes it; use the k the model was trained to")
 @dataclass(kw_only=True)
 class BenchServeConfig:
     model: str = field(default="tiny-student", metadata={"help": "what the server loads (alias, folder, hub id)"})
@@ -51,11 +53,6 @@ class BenchServeConfig:
     device: str | None = "auto"
     gsm8k_path: str | None = field(default=None, metadata={"help": "default ../shared/data/gsm8k"})
     startup_timeout: float = field(default=300.0, metadata={"help": "seconds the server may take to load"})
-    k_max: int | None = field(default=None, metadata={
-        "help": "ConfAdapt/verify: positions read per pass (default: the strategy's); use the k the model was "
-                "trained to"})
-    mask_margin: int | None = field(default=None, metadata={
-        "help": "ConfAdapt/verify: adaptive mask count, masks used last pass + this (default: k_max - 1 masks)"})
 
 
 def check_config(cfg: BenchServeConfig) -> None:
