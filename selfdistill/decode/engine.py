@@ -54,20 +54,14 @@ class DecodeEngine:
                  mask_token_id: int | None = None, eos_token_id=None, tokenizer=None,
                  pad_token_id: int | None = None, profile: bool = False, **options):
         self.strategy = strategy_for(model, strategy, **options)
-        if self.strategy.baseline:
-            raise ValueError(f"{self.strategy.name!r} is a model.generate baseline, not an engine strategy; "
-                             "decode it with generate_many")
         if isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1:
             raise ValueError(f"max_batch must be an int >= 1, got {max_batch!r}")
         self.model, self.max_batch, self.tokenizer, self.profile = model, max_batch, tokenizer, profile
         self.mask_token_id = mask_token_id if mask_token_id is not None else mask_token_id_from(model)
-        _check_mask_token(model, self.strategy, self.mask_token_id)
+        self.eos_ids = id_set(eos_token_id) if eos_token_id is not None else default_eos_ids(model)
+        check_engine_setting(model, self.strategy, mask_token_id=self.mask_token_id, eos_ids=self.eos_ids)
         _warn_untrained_slots(model, self.strategy)
         new_cache(model)  # refuses sliding-window models before any request
-        self.eos_ids = id_set(eos_token_id) if eos_token_id is not None else default_eos_ids(model)
-        if self.strategy.needs_mask_token and self.mask_token_id in self.eos_ids:
-            raise ValueError(f"mask_token_id {self.mask_token_id} is also an EOS id: every emitted mask prediction "
-                             "of it would end the row; give the mask token an id of its own")
         self.vocab_size = model.get_input_embeddings().weight.shape[0]
         self.filler = int(pad_token_id) if pad_token_id is not None else 0
         self.max_positions = getattr(model.config, "max_position_embeddings", None)
@@ -209,6 +203,22 @@ def strategy_for(model, strategy: str | Strategy, **options) -> Strategy:
     ``k_max`` is the one it was trained on, and ConfAdapt reads its confidence calibration where it has one."""
     return resolve_strategy(strategy, trained_k_max=trained_k_max_from(model), calibration=calibration_from(model),
                             **options)
+
+
+def check_engine_setting(model, strategy: Strategy, *, mask_token_id: int | None = None,
+                         eos_ids: set[int] | None = None) -> None:
+    """Every check an engine makes of a (resolved) setting against ``model``, without building one: a baseline is
+    refused, a setting that feeds masks needs a mask token the model has and that is no EOS id. The server runs it
+    on a request's setting before queueing it."""
+    if strategy.baseline:
+        raise ValueError(f"{strategy.name!r} is a model.generate baseline, not an engine strategy; "
+                         "decode it with generate_many")
+    mask_token_id = mask_token_id if mask_token_id is not None else mask_token_id_from(model)
+    _check_mask_token(model, strategy, mask_token_id)
+    eos_ids = eos_ids if eos_ids is not None else default_eos_ids(model)
+    if strategy.needs_mask_token and mask_token_id in eos_ids:
+        raise ValueError(f"mask_token_id {mask_token_id} is also an EOS id: every emitted mask prediction "
+                         "of it would end the row; give the mask token an id of its own")
 
 
 def _check_mask_token(model, strategy: Strategy, mask_token_id: int | None) -> None:

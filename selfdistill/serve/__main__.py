@@ -97,13 +97,12 @@ def _local(path: str) -> bool:
 
 def build_app(cfg: ServeConfig):
     """Load the model and make the app (the heavy part of :func:`main`)."""
-    from selfdistill.decode.registry import make_strategy
+    from selfdistill.decode.engine import strategy_for
     from selfdistill.models.loader import load_model
-    from selfdistill.models.mask_token import trained_k_max_from
     from selfdistill.serve.app import create_app
 
     model, tokenizer = load_model(cfg.model, dtype=cfg.dtype, device=cfg.device)
-    unit = make_strategy(cfg.strategy, trained_k_max=trained_k_max_from(model), **cfg.strategy_options())
+    unit = strategy_for(model, cfg.strategy, **cfg.strategy_options())  # built once: trained k_max, calibration
     template = Path(cfg.chat_template).read_text() if cfg.chat_template else None
     return create_app(model, tokenizer, model_name=cfg.served_model_name or cfg.model, strategy=unit,
                       max_batch=cfg.max_batch, max_engines=cfg.max_engines, chat_template=template,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import functools
 import json
 import logging
 import time
@@ -22,7 +23,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException
 
 from selfdistill.decode.registry import Strategy
-from selfdistill.models.mask_token import trained_k_max_from
+from selfdistill.decode.engine import strategy_for
 from selfdistill.serve.plan import Plan, ServeContext, plan_chat, plan_completion
 from selfdistill.serve.responses import (FINISH_REASONS, TextStream, chunk_body, completion_body, new_id,
                                          usage_chunk)
@@ -40,6 +41,7 @@ def create_app(model, tokenizer, *, model_name: str, strategy: Strategy, max_bat
     """The server over ``model`` (eval mode, on its device). The scheduler thread starts with the app's lifespan
     (uvicorn) and stops with it. A request body over ``max_body_bytes`` is a 413; parsing, templating and
     tokenizing run on one planner thread, off the event loop, so a long prompt never stalls other requests."""
+    strategy = strategy_for(model, strategy)  # as the model decodes it (a no-op for one built so already)
     scheduler = Scheduler(model, tokenizer, strategy, max_batch=max_batch, max_engines=max_engines)
     planner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="selfdistill-plan")  # one tokenizer user
     ctx = ServeContext(model_name=model_name, tokenizer=copy.deepcopy(tokenizer), strategy=strategy,
@@ -47,7 +49,7 @@ def create_app(model, tokenizer, *, model_name: str, strategy: Strategy, max_bat
                        check_setting=scheduler.check_setting, chat_template=chat_template,
                        default_max_tokens=default_max_tokens,
                        vocab_size=model.get_input_embeddings().weight.shape[0],
-                       trained_k_max=trained_k_max_from(model))
+                       resolve=functools.partial(strategy_for, model))
     created = int(time.time())
 
     @asynccontextmanager

@@ -3,6 +3,7 @@ model or tokenizer (model name, decoding options, chat template, prompt length) 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from jinja2 import TemplateError
@@ -44,11 +45,14 @@ class ServeContext:
     chat_template: str | None = None
     default_max_tokens: int = 256
     vocab_size: int = field(default=0)
-    trained_k_max: int | None = None  # the model's config.mtp_trained_k_max: an unset k_max defaults to it
+    #: ``(name, options) -> Strategy``: the setting as the served model decodes it, built once
+    #: (:func:`selfdistill.decode.engine.strategy_for`: its trained ``k_max`` for an unset one, its calibration)
+    resolve: Callable[..., Strategy] = make_strategy
 
     def strategy_of(self, options: dict | None) -> Strategy:
         """The request's setting: the server's, or ``selfdistill`` options (without ``strategy``: the server's
-        strategy with these options changed), validated by the registry and against the model."""
+        strategy with these options changed), validated by the registry and against the model, built once here
+        and trusted from here on (the scheduler keys its engines by it)."""
         if not options:
             return self.strategy
         options = dict(options)
@@ -58,7 +62,7 @@ class ServeContext:
         if not isinstance(name, str):
             raise APIError(400, f"selfdistill.strategy must be a string, got {name!r}", param="selfdistill.strategy")
         try:
-            unit = make_strategy(name, trained_k_max=self.trained_k_max, **options)
+            unit = self.resolve(name, **options)
             if unit.baseline:
                 raise ValueError(f"{name!r} is a model.generate baseline the engine does not serve; plain greedy "
                                  "decoding is strategy 'static' with k=1 (or the lossless 'verify')")

@@ -21,7 +21,7 @@ import logging
 import threading
 from dataclasses import dataclass
 
-from selfdistill.decode.engine import DecodeEngine
+from selfdistill.decode.engine import DecodeEngine, check_engine_setting
 from selfdistill.decode.registry import Strategy
 from selfdistill.serve.schemas import APIError
 
@@ -71,7 +71,7 @@ class Scheduler:
     def check_setting(self, strategy: Strategy) -> None:
         """Refuse a setting the model cannot decode (e.g. masks on a model without ``<mtp>``), before any work."""
         if strategy not in self._engines:
-            DecodeEngine(self.model, strategy, max_batch=self.max_batch, tokenizer=self.tokenizer)
+            check_engine_setting(self.model, strategy)
 
     def submit(self, prompt: list[int], *, max_new_tokens: int, stops: list[str], strategy: Strategy,
                queue: asyncio.Queue, index: int = 0) -> Handle:

@@ -2,6 +2,7 @@
 ``scripts/bench_serve.py`` runs end to end with tiny limits (a real server subprocess and HTTP clients)."""
 
 import csv
+import functools
 import json
 
 import pytest
@@ -64,7 +65,8 @@ def test_a_request_naming_a_strategy_without_k_max_gets_the_models_trained_one()
     from selfdistill.serve.plan import ServeContext
 
     ctx = ServeContext(model_name="m", tokenizer=None, strategy=make_strategy("conf_adapt", k_max=5),
-                       max_positions=None, check_setting=lambda unit: None, trained_k_max=5)
+                       max_positions=None, check_setting=lambda unit: None,
+                       resolve=functools.partial(make_strategy, trained_k_max=5))  # as strategy_for(model) does
     assert ctx.strategy_of({"strategy": "verify"}).k_max == 5
     assert ctx.strategy_of({"strategy": "verify", "k_max": 3}).k_max == 3
     assert ctx.strategy_of({"threshold": 0.5}).k_max == 5  # the server's own setting, one option changed
@@ -108,3 +110,21 @@ def test_the_stress_plan_mixes_settings_and_draws_its_leavers_under_the_seed():
     assert {r["body"]["stream"] for r in requests} == {True, False}
     assert plan(48, 16, model="m", prompts=["a"], max_tokens=8, seed=0)[5]["leave_after"] == \
         plan(48, 16, model="m", prompts=["a"], max_tokens=8, seed=0)[5]["leave_after"]
+
+
+def test_a_requests_setting_is_built_once_and_reaches_the_engine_as_built(monkeypatch):
+    # #30: the request's options become one Strategy (with the model's trained k_max and calibration), which the
+    # scheduler's check and engine trust as it is: no second build from the name, no throwaway engine
+    from selfdistill.decode import registry
+    from selfdistill.models.loader import load_model
+    from selfdistill.serve.app import create_app
+
+    model, tok = load_model("tiny-student", dtype="float32")
+    app = create_app(model, tok, model_name="m", strategy=registry.make_strategy("static", k=1))
+    builds = []
+    real = registry.make_strategy
+    monkeypatch.setattr(registry, "make_strategy", lambda *a, **k: builds.append(a[0]) or real(*a, **k))
+    unit = app.state.ctx.strategy_of({"strategy": "conf_adapt", "threshold": 0.5})
+    engine = app.state.scheduler._engine_for(unit)
+    assert engine.strategy is unit and unit.threshold == 0.5 and unit.calibrated  # the tiny student's map
+    assert [b for b in builds if isinstance(b, str)] == ["conf_adapt"]
