@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import NamedTuple
 
 from selfdistill.decode.registry import strategy_class, strategy_names
-from selfdistill.eval.evaluation import DecodeSetting
 from selfdistill.eval.frontier import frontier_mask
 from selfdistill.eval.plain_summary import plain_summary
 from selfdistill.eval.presentation import look
@@ -188,8 +187,8 @@ def _plot_panel(ax, rows: Sequence[dict], panel: Frontier, *, batch_size: int) -
 
 
 def _point_label(row: dict) -> str | None:
-    options = {name: row.get(name) for name in DecodeSetting.option_names()}
-    return look(row["strategy"]).point(DecodeSetting(strategy=row["strategy"], **options).unit.values())
+    # a stored row holds every option of its setting as measured (defaults filled): read, not rebuilt
+    return look(row["strategy"]).point({o.name: row.get(o.name) for o in strategy_class(row["strategy"]).options})
 
 
 def _finite(v) -> bool:

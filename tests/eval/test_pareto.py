@@ -250,3 +250,26 @@ def test_step0_mask_embedding_is_seeded(pareto, tmp_path):
         model, _ = pareto.load_model(str(plain), cfg, add_mask=True)
         rows.append(model.get_input_embeddings().weight[-1].detach().clone())
     assert torch.equal(rows[0], rows[1])
+
+
+def test_a_sweeps_threshold_reaches_the_decoder_in_the_setting_built_once(pareto, ckpt, tmp_path, monkeypatch):
+    # #30: from scripts/pareto.py's options to the engine, a setting is made from its name for the run once (the
+    # grid); every engine gets that Strategy, and the reports read the stored rows instead of rebuilding it
+    from selfdistill.decode import engine, registry
+    from selfdistill.eval import evaluation
+
+    builds, decoded = [], []
+    real_make, real_engine = registry.make_strategy, engine.DecodeEngine.__init__
+    for module in (registry, evaluation):  # every module that builds settings by name
+        monkeypatch.setattr(module, "make_strategy", lambda *a, **k: builds.append(a[0]) or real_make(*a, **k))
+
+    def spy(self, model, strategy, **kw):
+        decoded.append(strategy)
+        real_engine(self, model, strategy, **kw)
+    monkeypatch.setattr(engine.DecodeEngine, "__init__", spy)
+    pareto.run_pareto(small_cfg(pareto, ckpt, tmp_path, thresholds=[0.7], generate_baseline=False, plots=False,
+                                add_mask_token=True))
+    # one build to check the options before anything loads, one for the run with the model's trained k_max
+    assert [b for b in builds if isinstance(b, str)] == ["conf_adapt", "conf_adapt"]
+    assert decoded and all(s.name == "conf_adapt" and s.threshold == 0.7 for s in decoded)
+    assert len({id(s) for s in decoded}) == 1  # every engine of the run (warm-up included) got that one object
