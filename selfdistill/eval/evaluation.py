@@ -56,6 +56,16 @@ class DecodeSetting:
     def name(self) -> str:
         return self.unit.setting_name
 
+    @classmethod
+    def for_model(cls, model, strategy: str, **options) -> DecodeSetting:
+        """The setting as ``model`` decodes it: an unset ``k_max`` is the one it was trained on, and ConfAdapt's
+        ``calibrated`` says whether it has a confidence map (read in one place,
+        :func:`selfdistill.decode.engine.strategy_for`), so the setting's name says what runs."""
+        from selfdistill.decode.engine import strategy_for
+
+        unit = strategy_for(model, strategy, **options)
+        return cls(strategy=unit.name, **unit.values())
+
 
 @dataclass(kw_only=True)
 class Generation:

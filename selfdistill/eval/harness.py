@@ -29,7 +29,6 @@ from __future__ import annotations
 import json
 import time
 from collections import defaultdict
-from dataclasses import replace
 from pathlib import Path
 
 import datasets
@@ -40,7 +39,7 @@ from tqdm.auto import tqdm
 from rewards import grade, grader_for_task
 from rewards.graders import EXTRACTORS
 from selfdistill.eval.agreement import item_agreement
-from selfdistill.decode.registry import pop_options, takes_option
+from selfdistill.decode.registry import pop_options
 from selfdistill.eval.evaluation import DecodeSetting, decode_batch, speed_summary
 from selfdistill.data.prompts import fewshot_prefix_for, render_prompt
 
@@ -66,14 +65,9 @@ class SelfDistillLM(HFLM):
             pretrained, kwargs = _resolve_pretrained(pretrained, kwargs)
         super().__init__(pretrained=pretrained, **kwargs)
         from selfdistill.models.mask_token import add_mask_token as add_mask
-        from selfdistill.models.calibration import calibration_from
-        from selfdistill.models.mask_token import mask_token_id_from, mask_token_ids, trained_k_max_from
+        from selfdistill.models.mask_token import mask_token_id_from, mask_token_ids
 
-        trained = trained_k_max_from(self.model)
-        if options.get("k_max") is None and trained is not None and takes_option(strategy, "k_max"):
-            self.setting = replace(self.setting, k_max=trained)  # read the slots the model was trained on
-        if options.get("calibrated") is None and takes_option(strategy, "calibrated"):  # the name says which
-            self.setting = replace(self.setting, calibrated=calibration_from(self.model) is not None)
+        self.setting = DecodeSetting.for_model(self.model, strategy, **options)  # its trained k_max, its map
 
         if self.setting.unit.needs_mask_token and mask_token_id_from(self.model) is None:
             if not _as_bool(add_mask_token):

@@ -117,12 +117,10 @@ def claim_folder(out: Path, fp: dict) -> None:
 def decode_chunk(model, tokenizer, rows: list[dict], cfg: OnPolicyConfig) -> list[dict]:
     """The on-policy records of ``rows`` (finished or not), in order."""
     from selfdistill.data.onpolicy import onpolicy_record
-    from selfdistill.decode.registry import make_strategy
     from selfdistill.eval.evaluation import DecodeSetting, evaluate
-    from selfdistill.models.loader import trained_k_max_at
 
-    unit = make_strategy(cfg.strategy, trained_k_max=trained_k_max_at(cfg.model))  # k_max: the adapter's trained one
-    setting = DecodeSetting(strategy=cfg.strategy, **unit.values())
+    setting = DecodeSetting(strategy="generate") if cfg.strategy == "generate" else DecodeSetting.for_model(
+        model, cfg.strategy)  # k_max: the adapter's trained one
     records, _ = evaluate(model, tokenizer, rows, setting, batch_size=cfg.batch_size,
                           max_new_tokens=cfg.max_new_tokens, style="zero_shot", chat=cfg.chat_template)
     return [onpolicy_record(rec, max_new_tokens=cfg.max_new_tokens) for rec in records]
