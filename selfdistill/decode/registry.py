@@ -1,10 +1,10 @@
 """The strategy registry: every decoding strategy is one :class:`Strategy` subclass, registered by name.
 
 A strategy declares its options (:class:`Option`: default, check, help), whether it feeds ``<mtp>`` masks, its
-setting name, and (for the engine) the block it feeds per pass and its acceptance rule; how it looks in plots lives
-with the reports (:mod:`selfdistill.eval.presentation`). Everything
-that names strategies (``mtp_generate``, ``DecodeSetting``, the sweep, its plots, ``scripts/pareto.py``,
-``scripts/bench_decode.py``, the lm-eval model) reads this registry, so a new strategy is one new class.
+setting name, and (for the engine) the block it feeds per pass and its acceptance rule. How it looks in plots and
+which of its settings sweeps and benchmarks run live with the measuring (:mod:`selfdistill.eval.presentation`,
+:mod:`selfdistill.eval.measured`). Everything that names strategies (``mtp_generate``, ``DecodeSetting``, the
+entry points' options through :func:`with_options`, the sweep, the lm-eval model) reads this registry.
 
     make_strategy("conf_adapt", threshold=0.9)   # validated, immutable options; unknown options are refused
     strategy_names()                             # registration order: the order of reports and sweeps
@@ -71,17 +71,14 @@ class Strategy:
     """Base class: a decoding strategy with validated options (read them as attributes; instances are immutable).
 
     Class attributes a subclass sets: ``name`` (registry key), ``options``, ``baseline`` (decoded by
-    ``model.generate``, not the engine), ``bench_points`` (option sets the speed benchmark runs),
-    ``sweep_flag`` (the ``scripts/pareto.py`` switch that enables it), ``sweep_default`` (in a sweep by default).
+    ``model.generate``, not the engine), ``lossless``. Which of its settings sweeps and benchmarks run is
+    measurement, kept with the measuring (:mod:`selfdistill.eval.measured`).
     """
 
     name: ClassVar[str]
     options: ClassVar[tuple[Option, ...]] = ()
     baseline: ClassVar[bool] = False
     lossless: ClassVar[bool] = False
-    bench_points: ClassVar[tuple[dict, ...]] = ({},)
-    sweep_flag: ClassVar[str | None] = None
-    sweep_default: ClassVar[bool] = True
     #: The confidence map a resolved unit applies (:meth:`resolve`); ``None`` for raw confidences.
     calibration = None
 
@@ -132,11 +129,6 @@ class Strategy:
     def setting_name(self) -> str:
         """The label of this option set in sweeps, file names and benchmark tables (e.g. ``static_k3``)."""
         return self.name
-
-    @classmethod
-    def sweep_points(cls, grid) -> list[dict]:
-        """Option sets of a sweep over ``grid`` (:class:`selfdistill.eval.sweep.SweepGrid`-like)."""
-        return [{}]
 
 
 _REGISTRY: dict[str, type[Strategy]] = {}
@@ -189,22 +181,6 @@ def resolve_strategy(name: str | Strategy, *, trained_k_max: int | None = None, 
     """:func:`make_strategy` for a known model, then :meth:`Strategy.resolve` against its confidence map: the one
     place a setting meets the model it decodes (``selfdistill.decode.engine.strategy_for`` reads both from it)."""
     return make_strategy(name, trained_k_max=trained_k_max, **options).resolve(calibration=calibration)
-
-
-def bench_settings(*, k_max: int | None = None, mask_margin: int | None = None):
-    """``[(name, strategy)]``: every registered strategy at each of its ``bench_points``, in registry order.
-
-    ``k_max``/``mask_margin``, when given, replace those of every point of the strategies that take them (the k a
-    model was trained to, say); points that become equal are kept once."""
-    units = {}
-    for name in strategy_names():
-        cls = strategy_class(name)
-        takes = {o.name for o in cls.options}
-        extra = {o: v for o, v in (("k_max", k_max), ("mask_margin", mask_margin)) if v is not None and o in takes}
-        for point in cls.bench_points:
-            unit = cls(**(point | extra))
-            units.setdefault(unit.setting_name, unit)
-    return list(units.items())
 
 
 def declared_options() -> dict[str, Option]:

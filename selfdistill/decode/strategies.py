@@ -33,11 +33,6 @@ def _draft_threshold(unit) -> str:
     return "" if unit.threshold == 0 else f"_t{unit.threshold:g}"
 
 
-def _no_duplicates(what: str, values) -> None:
-    if len(set(values)) != len(values):
-        raise ValueError(f"duplicate {what}: {list(values)}")
-
-
 @dataclass
 class Fed:
     """What a pass fed, for the acceptance rule: the layout, per row its pending tokens and draft count (host),
@@ -66,7 +61,7 @@ class Outcome:
 class Generate(Strategy):
     """Plain greedy ``model.generate`` in static batches: the baseline every ratio is taken against."""
 
-    name, baseline, sweep_flag = "generate", True, "generate_baseline"
+    name, baseline = "generate", True
 
 
 @register
@@ -105,9 +100,8 @@ class _EngineStrategy(Strategy):
 class Static(_EngineStrategy):
     """Static k: ``k - 1`` masks, emit the argmax at the first ``k`` positions."""
 
-    name, sweep_flag = "static", "static"
+    name = "static"
     options = (Option("k", 1, positive_int, "tokens per pass"),)
-    bench_points = tuple({"k": k} for k in (1, 2, 3, 4))
 
     @property
     def num_masks(self) -> int:
@@ -117,10 +111,6 @@ class Static(_EngineStrategy):
     def setting_name(self) -> str:
         return f"static_k{self.k}"
 
-    @classmethod
-    def sweep_points(cls, grid) -> list[dict]:
-        _no_duplicates("static k values", grid.static_k)
-        return [{"k": k} for k in grid.static_k]
 
     def accept(self, logits, fed):
         count = static_accept(fed.layout.n_masks + 1, k=min(self.k, fed.layout.n_masks + 1))
@@ -132,12 +122,10 @@ class Static(_EngineStrategy):
 class ConfAdapt(_EngineStrategy):
     """ConfAdapt(tau): ``k_max - 1`` masks; emit the longest leading run with top-1 probability >= tau, at least 1."""
 
-    name, sweep_flag = "conf_adapt", "conf_adapt"
+    name = "conf_adapt"
     options = (Option("threshold", 0.9, threshold_value, "tau, a probability in [0, 1]", float), K_MAX, MARGIN,
                Option("calibrated", None, optional_bool, "compare the model's calibrated confidences with tau "
                       "(mtp_calibration.json; None: when the model has one, false: raw softmax)", parse_bool))
-    bench_points = ({"threshold": 0.99}, {"threshold": 0.9}, {"threshold": 0.7},
-                    {"threshold": 0.9, "mask_margin": 2}, {"threshold": 0.7, "mask_margin": 2})
 
     @property
     def setting_name(self) -> str:
@@ -162,19 +150,6 @@ class ConfAdapt(_EngineStrategy):
         object.__setattr__(unit, "calibration", calibration)
         return unit
 
-    @classmethod
-    def sweep_points(cls, grid) -> list[dict]:
-        """The paper's grid: thresholds in (0, 1] (above 1 every point would be plain greedy decoding)."""
-        _no_duplicates("thresholds", grid.thresholds)
-        for t in grid.thresholds:
-            if not 0.0 < t <= 1.0:
-                raise ValueError(f"ConfAdapt thresholds must be in (0, 1], got {t}")
-        if grid.compare_raw and grid.calibrated is False:
-            raise ValueError("compare_raw sweeps raw confidences beside calibrated ones: it needs calibrated "
-                             "ConfAdapt (a model with mtp_calibration.json, calibrated not false)")
-        kinds = (grid.calibrated, False) if grid.compare_raw else (grid.calibrated,)
-        return [{"threshold": t, "k_max": grid.k_max, "mask_margin": grid.mask_margin, "calibrated": cal}
-                for cal in kinds for t in grid.thresholds]
 
     def confidences(self, logits: torch.Tensor) -> torch.Tensor:
         """``[B, n]``: the confidence of each prediction position compared with tau. Calibrated (when resolved so)
@@ -207,9 +182,6 @@ class _Lossless(_EngineStrategy):
     def used_masks(self, outcome):
         return outcome.drafts
 
-    @classmethod
-    def sweep_points(cls, grid) -> list[dict]:
-        return [{"threshold": grid.verify_threshold, "k_max": grid.k_max, "mask_margin": grid.mask_margin}]
 
     def draft_group(self, accepted: torch.Tensor, fed: Fed) -> torch.Tensor:
         """``long[B]``: the mask group whose predictions become the next drafts, -1 for none."""
@@ -241,9 +213,8 @@ class Verify(_Lossless):
     """Lossless linear verify: new drafts come from the masks after the last draft, so only when every draft was
     accepted (otherwise they were conditioned on a wrong token). Output = greedy ``generate``."""
 
-    name, sweep_flag = "verify", "verify"
+    name = "verify"
     # k_max 4 and 8: the points quadratic decoding is compared with at equal k_max
-    bench_points = ({}, {"mask_margin": 2}, {"k_max": 4}, {"k_max": 8})
 
     @property
     def setting_name(self) -> str:
@@ -259,8 +230,7 @@ class Quadratic(_Lossless):
     group, so whatever prefix is accepted, the group after it holds fresh drafts. A pass feeds about ``k * k``
     positions instead of ``2k - 1``. Output = greedy ``generate``."""
 
-    name, sweep_flag, sweep_default = "quadratic", "quadratic", False
-    bench_points = ({"k_max": 4}, {"k_max": 8}, {"k_max": 4, "mask_margin": 2})
+    name = "quadratic"
 
     @property
     def setting_name(self) -> str:
@@ -284,21 +254,15 @@ class Hedged(Quadratic):
     a pass feeds about ``(lead_groups + 1) * k`` positions instead of ``k * k``. ``lead_groups >= k_max - 1`` is
     quadratic decoding. Output = greedy ``generate``."""
 
-    name, sweep_flag = "hedged", "hedged"
+    name = "hedged"
     options = _Lossless.options + (Option("lead_groups", 1, positive_int,
                                           "mask groups after the first provisional tokens (1: after the last "
                                           "verified token only)"),)
-    bench_points = ({"k_max": 4, "lead_groups": 1}, {"k_max": 8, "lead_groups": 1}, {"k_max": 8, "lead_groups": 2})
 
     @property
     def setting_name(self) -> str:
         return f"hedged{self.lead_groups}_kmax{self.k_max}{_margin(self)}{_draft_threshold(self)}"
 
-    @classmethod
-    def sweep_points(cls, grid) -> list[dict]:
-        _no_duplicates("hedged lead groups", grid.hedged_lead_groups)
-        return [{"threshold": grid.verify_threshold, "k_max": grid.k_max, "mask_margin": grid.mask_margin,
-                 "lead_groups": h} for h in grid.hedged_lead_groups]
 
     def group_anchors(self, max_drafts):
         return tuple(range(min(self.lead_groups, max_drafts))) + (None,)

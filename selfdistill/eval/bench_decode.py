@@ -1,7 +1,7 @@
 """Decoding speed benchmark: ``model.generate`` (greedy) vs the multi-token decoder, side by side.
 
 Same process, same prompts, same ``max_new_tokens``, each at batch 1 and batch 16 (``--batch-sizes``): every
-strategy of the registry at its ``bench_points`` (:func:`selfdistill.decode.registry.bench_settings`: ``generate``
+strategy of the registry at its bench points (:func:`selfdistill.eval.measured.bench_settings`: ``generate``
 greedy in static batches, ``generate_cb`` = transformers' own continuous batching, static k=1..4, ConfAdapt
 0.99/0.9/0.7, verify and quadratic, and the adaptive mask count ``mask_margin=2``; ``--k_max``/``--mask_margin``
 replace the adaptive ones' values with the k a model was trained to), all decoded through
@@ -52,7 +52,8 @@ from pathlib import Path
 import torch
 
 from selfdistill.decode.forward_cost import BASELINE, FORWARD_BASELINE, add_ratios, forward_cost, ops_columns, pass_ops
-from selfdistill.decode.registry import bench_settings, with_options
+from selfdistill.decode.registry import with_options
+from selfdistill.eval.measured import bench_settings
 from selfdistill.models.loader import DTYPES, resolve_device, resolve_run_dtype
 from selfdistill.timing import clock
 

@@ -128,13 +128,13 @@ def measured_on(num_threads: int) -> dict:
 
 
 def settings(cfg: ParetoConfig, *, trained_k_max: int | None = None, has_calibration: bool = False):
-    """The grid: every registered sweep strategy whose switch (its ``sweep_flag``, a field above) is on.
+    """The grid: every registered sweep strategy whose switch (``measured.SWEEPS``, a field above) is on.
     ``trained_k_max``: the model's (``loader.trained_k_max_at``), the ``k_max`` when ``--k_max`` is not given;
     ``has_calibration``: whether the model carries a confidence map (ConfAdapt's default ``--calibrated``)."""
-    from selfdistill.decode.registry import strategy_class
-    from selfdistill.eval.sweep import SweepGrid, sweep_settings, sweep_strategies
+    from selfdistill.eval.measured import SWEEPS, sweep_strategies
+    from selfdistill.eval.sweep import SweepGrid, sweep_settings
 
-    chosen = [n for n in sweep_strategies() if getattr(cfg, strategy_class(n).sweep_flag)]
+    chosen = [n for n in sweep_strategies() if getattr(cfg, SWEEPS[n].flag)]
     k_max = cfg.k_max or trained_k_max or PAPER_K_MAX
     return sweep_settings(chosen, grid=SweepGrid(static_k=cfg.static_k, thresholds=cfg.thresholds, k_max=k_max,
                                                  verify_threshold=cfg.verify_threshold, mask_margin=cfg.mask_margin,

@@ -26,9 +26,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from selfdistill.decode.registry import strategy_class, strategy_names, with_options
+from selfdistill.decode.registry import with_options
 from selfdistill.eval.agreement import add_agreement
 from selfdistill.eval.evaluation import DecodeSetting
+from selfdistill.eval.measured import SWEEPS, sweep_strategies  # noqa: F401  (sweep_strategies: public here too)
 from selfdistill.provenance import differences
 from selfdistill.paths import write_text_atomic
 
@@ -44,7 +45,7 @@ RECORDED_ONLY = frozenset({"model_path"})
 @with_options("k_max", "mask_margin", "calibrated", note="every point of the strategies that take it")
 @dataclass(frozen=True, kw_only=True)
 class SweepGrid:
-    """The values a sweep's strategies take their points from (each strategy's ``sweep_points`` reads it): the axes
+    """The values a sweep's strategies take their points from (:data:`selfdistill.eval.measured.SWEEPS`): the axes
     here, and the registry's ``k_max``, ``mask_margin`` and ``calibrated`` shared by every point (``None``: the
     strategy's default; ``k_max`` then 16, the paper's)."""
 
@@ -55,11 +56,6 @@ class SweepGrid:
     compare_raw: bool = False  # with calibrated ConfAdapt, also sweep each threshold on raw confidences
 
 
-def sweep_strategies() -> tuple[str, ...]:
-    """The registered strategies a sweep can include (those with a ``scripts/pareto.py`` switch), report order."""
-    return tuple(n for n in strategy_names() if strategy_class(n).sweep_flag is not None)
-
-
 def sweep_settings(strategies: Sequence[str] | None = None, *, grid: SweepGrid = SweepGrid()) -> list[DecodeSetting]:
     """The settings of a sweep, in report order (registry order: generate, static k, ConfAdapt, verify, ...).
 
@@ -68,13 +64,13 @@ def sweep_settings(strategies: Sequence[str] | None = None, *, grid: SweepGrid =
     gives the adaptive strategies the adaptive mask count of :func:`selfdistill.decode.decoder.mtp_generate`.
     ``strategies`` default: the sweep strategies whose ``sweep_default`` is set (all but ``quadratic``).
     """
-    chosen = ([n for n in sweep_strategies() if strategy_class(n).sweep_default] if strategies is None
+    chosen = ([n for n in sweep_strategies() if SWEEPS[n].default] if strategies is None
               else list(strategies))
     unknown = sorted(set(chosen) - set(sweep_strategies()))
     if unknown:
         raise ValueError(f"unknown sweep strategies {unknown}; choose from {sweep_strategies()}")
     settings = [DecodeSetting(strategy=name, **point) for name in sweep_strategies() if name in chosen
-                for point in strategy_class(name).sweep_points(grid)]
+                for point in SWEEPS[name].points(grid)]
     if not settings:
         raise ValueError("the sweep has no settings: enable generate, static k, thresholds or verify")
     return settings

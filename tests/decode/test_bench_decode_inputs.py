@@ -3,7 +3,7 @@
 import pytest
 
 from selfdistill.eval import bench_decode
-from selfdistill.decode.registry import bench_settings
+from selfdistill.eval.measured import bench_settings
 
 
 @pytest.fixture(scope="module")

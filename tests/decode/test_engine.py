@@ -141,7 +141,11 @@ def test_registry_declares_every_strategy():
     for name in names:
         unit = strategy_class(name)()
         assert unit.needs_mask_token == (unit.num_masks > 0)
-        for point in strategy_class(name).bench_points:
+    from selfdistill.eval.measured import BENCH_POINTS, SWEEPS
+
+    assert set(BENCH_POINTS) <= set(names) and set(SWEEPS) <= set(names)  # measured strategies are registered
+    for name, points in BENCH_POINTS.items():
+        for point in points:
             strategy_class(name)(**point)  # the benchmark's points are valid option sets
     assert make_strategy("static", k=3).setting_name == "static_k3"
     assert make_strategy("conf_adapt", threshold=0.9, mask_margin=2).setting_name == "conf_adapt_0.9_kmax16_margin2"
