@@ -65,14 +65,15 @@ class SelfDistillLM(HFLM):
             pretrained, kwargs = _resolve_pretrained(pretrained, kwargs)
         super().__init__(pretrained=pretrained, **kwargs)
         from selfdistill.models.mask_token import add_mask_token as add_mask
-        from selfdistill.models.mask_token import mask_token_id_from, mask_token_ids
+        from selfdistill.models.mask_token import mask_token_id_from, mask_token_ids, require_mask_token
 
         self.setting = DecodeSetting.for_model(self.model, strategy, **options)  # its trained k_max, its map
 
         if self.setting.unit.needs_mask_token and mask_token_id_from(self.model) is None:
             if not _as_bool(add_mask_token):
-                raise ValueError(f"{pretrained} has no <mtp> mask token, which strategy {strategy!r} needs; use a "
-                                 "distilled checkpoint or add_mask_token=True (untrained mask, step-0 baseline)")
+                require_mask_token(self.model, needed_by=f"strategy {strategy!r}",
+                                   remedy="use a distilled checkpoint or add_mask_token=True (untrained mask, step-0 "
+                                          "baseline)")
             add_mask(self.model, self.tokenizer)
         self._mask_ids = mask_token_ids(self.tokenizer)
         #: Also decode every request with plain ``generate`` and report agreement with it (twice the decoding).

@@ -160,12 +160,11 @@ def check_mask_token(path: str, *, needed: bool, add: bool) -> None:
     """Refuse, before loading weights, a model without ``<mtp>`` when the grid needs masks (unless ``add``)."""
     if not needed or add:
         return
-    from selfdistill.models.mask_token import CONFIG_KEY, mask_token_id_in_checkpoint
+    from selfdistill.models.mask_token import require_mask_token
 
-    if mask_token_id_in_checkpoint(path) is None:
-        raise ValueError(f"{path} has no <mtp> mask token ({CONFIG_KEY} missing from its config), so static k>1, "
-                         "ConfAdapt and verify cannot run. Use a distilled checkpoint, --add_mask_token for an "
-                         "untrained-mask (step-0) baseline, or only --generate_baseline / --static_k 1.")
+    require_mask_token(path, needed_by="static k>1, ConfAdapt and verify",
+                       remedy="use a distilled checkpoint, --add_mask_token for an untrained-mask (step-0) baseline, "
+                              "or only --generate_baseline / --static_k 1")
 
 
 def checkpoint_signature(path: str) -> str:

@@ -92,6 +92,23 @@ def mask_token_id_from(model) -> int | None:
     return _first_mask_id(getattr(model, "config", None), getattr(model, "generation_config", None))
 
 
+def require_mask_token(source, *, needed_by: str, remedy: str) -> None:
+    """The one check that a model can be fed ``<mtp>`` masks: ``source`` is a loaded model or a local checkpoint or
+    adapter folder (read without loading weights; a hub id is left to the check after loading). A ``ValueError``
+    names what needs the masks (``needed_by``) and what to do instead (``remedy``)."""
+    from pathlib import Path
+
+    if isinstance(source, (str, Path)):
+        if not Path(source).is_dir() or mask_token_id_in_checkpoint(str(source)) is not None:
+            return
+        where = f"{source} has no <mtp> mask token ({CONFIG_KEY} missing from its config)"
+    elif mask_token_id_from(source) is not None:
+        return
+    else:
+        where = f"{getattr(source.config, '_name_or_path', None) or 'the model'} has no <mtp> mask token"
+    raise ValueError(f"{where}, so {needed_by} cannot feed masks: {remedy}")
+
+
 def mask_token_id_in_checkpoint(path_or_name: str) -> int | None:
     """The mask id a saved checkpoint carries, read from its ``config.json`` without loading any weights.
 

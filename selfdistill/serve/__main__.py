@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from selfdistill.decode.registry import with_options
-from selfdistill.models.mask_token import mask_token_id_in_checkpoint
+from selfdistill.models.mask_token import require_mask_token
 
 
 @with_options(note="the server's setting; a request may change it")
@@ -72,10 +72,10 @@ def check_config(cfg: ServeConfig) -> None:
     if cfg.chat_template is not None and not Path(cfg.chat_template).is_file():
         raise FileNotFoundError(f"--chat-template {cfg.chat_template}: no such file")
     path = resolve_model_path(cfg.model)
-    if unit.num_masks > 0 and _local(path) and mask_token_id_in_checkpoint(path) is None:
-        raise ValueError(f"--model {cfg.model} has no <mtp> mask token, so --strategy {cfg.strategy} cannot feed "
-                         "masks: serve it as plain greedy decoding (--strategy static --k 1), or train it into a "
-                         "multi-token model first (scripts/online_distill.py)")
+    if unit.num_masks > 0:
+        require_mask_token(path, needed_by=f"--strategy {cfg.strategy}",
+                           remedy="serve it as plain greedy decoding (--strategy static --k 1), or train it into a "
+                                  "multi-token model first (scripts/online_distill.py)")
 
 
 def check_device(device: str | None, *, cuda_available: bool | None = None) -> None:
@@ -89,10 +89,6 @@ def check_device(device: str | None, *, cuda_available: bool | None = None) -> N
     if name.startswith("cuda") and not has_cuda:
         raise ValueError(f"--device {device}: this torch sees no CUDA device (a CPU build, or no GPU visible); "
                          "use --device cpu or auto")
-
-
-def _local(path: str) -> bool:
-    return Path(path).is_dir()
 
 
 def build_app(cfg: ServeConfig):

@@ -55,3 +55,20 @@ def test_mask_token_ids_are_the_mask_and_its_reserved_siblings():
     model = AutoModelForCausalLM.from_pretrained(teacher_path())
     first = add_mask_token(model, tok, num_reserved=3)
     assert mask_token_ids(tok) == [first, first + 1, first + 2]  # "<mtpx>" and "<other>" are not masks
+
+
+def test_require_mask_token_is_the_one_check_for_folders_and_loaded_models(tmp_path):
+    from selfdistill.models.mask_token import require_mask_token
+    from support import save_tiny_checkpoint
+
+    plain = save_tiny_checkpoint(tmp_path / "plain", with_mask_token=False)
+    with_mask = save_tiny_checkpoint(tmp_path / "mtp", with_mask_token=True)
+    require_mask_token(str(with_mask), needed_by="x", remedy="y")  # fine
+    require_mask_token("some-org/some-hub-model", needed_by="x", remedy="y")  # a hub id: checked once loaded
+    with pytest.raises(ValueError, match=r"plain has no <mtp> mask token .*so ConfAdapt cannot feed masks: train it"):
+        require_mask_token(str(plain), needed_by="ConfAdapt", remedy="train it")
+    from selfdistill.models.loader import load_model
+
+    model, _ = load_model(str(plain), dtype="float32")
+    with pytest.raises(ValueError, match="has no <mtp> mask token, so verify cannot feed masks"):
+        require_mask_token(model, needed_by="verify", remedy="train it")
