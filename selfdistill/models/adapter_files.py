@@ -21,7 +21,7 @@ import torch
 
 from selfdistill.models.gated_lora import (STATE_ATTR, GatedLoRAConfig, GatedLoRAState, apply_gated_lora,
                                            gated_state, load_adapter_tensors)
-from selfdistill.paths import write_text_atomic
+from selfdistill.paths import atomic_file, write_text_atomic
 
 FORMAT, FORMAT_VERSION = "selfdistill-gated-lora", 1
 CONFIG_FILE, WEIGHTS_FILE = "gated_lora_config.json", "gated_lora.safetensors"
@@ -51,9 +51,8 @@ def save_gated_lora(model, tokenizer, directory: str | os.PathLike, *, base_mode
             "vocab_size": int(model.get_input_embeddings().weight.shape[0]), **asdict(state.config)}
     if (k_max := trained_k_max_from(model)) is not None:
         meta["trained_k_max"] = k_max  # optional key: adapters saved before it existed load without it
-    tmp = out / f".{WEIGHTS_FILE}.tmp"
-    save_file(weights, str(tmp), metadata={"format": "pt"})
-    os.replace(tmp, out / WEIGHTS_FILE)
+    with atomic_file(out / WEIGHTS_FILE) as tmp:
+        save_file(weights, str(tmp), metadata={"format": "pt"})
     write_text_atomic(out / CONFIG_FILE, json.dumps(meta, indent=1, sort_keys=True))
     if tokenizer is not None:
         tokenizer.save_pretrained(out)
