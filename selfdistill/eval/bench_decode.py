@@ -191,11 +191,10 @@ def load_model(cfg):
             cfg.random_llama = "256,6"
             return load_model(cfg)
     from selfdistill.models.loader import load_model as load_checkpoint
-    from selfdistill.models.mask_token import add_mask_token
 
-    model, tokenizer = load_checkpoint(path, dtype=dtype)  # aliases (tiny-teacher, tiny-student) resolved there
-    add_mask_token(model, tokenizer)  # a no-op when the checkpoint already carries <mtp>
-    return model.to(cfg.device), tokenizer, path
+    # aliases resolved there; an untrained <mtp> is added to a model without one (speed does not need a trained one)
+    model, tokenizer = load_checkpoint(path, dtype=dtype, device=cfg.device, add_mask_token=True)
+    return model, tokenizer, path
 
 
 def load_prompts(cfg, tokenizer, vocab_size: int) -> list[list[int]]:

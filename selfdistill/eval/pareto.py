@@ -186,17 +186,7 @@ def file_sha256(path: Path) -> str:
 def load_model(path: str, cfg: ParetoConfig, *, add_mask: bool):
     from selfdistill.models import loader
 
-    model, tokenizer = loader.load_model(path, dtype=cfg.dtype, device=cfg.device)
-    if add_mask:
-        import torch
-
-        from selfdistill.models.mask_token import add_mask_token
-
-        # a new <mtp> row is drawn at random (mean/covariance resizing): seeded, so a step-0 sweep that is
-        # resumed, or re-run, decodes with the same untrained mask embedding
-        torch.manual_seed(cfg.seed)
-        add_mask_token(model, tokenizer)  # a no-op when the checkpoint already carries <mtp>
-    return model, tokenizer
+    return loader.load_model(path, dtype=cfg.dtype, device=cfg.device, add_mask_token=add_mask, seed=cfg.seed)
 
 
 def run_pareto(cfg: ParetoConfig) -> Path:

@@ -122,7 +122,8 @@ def calibration_at(path: str) -> ConfidenceMap | None:
 
 
 def load_model(name_or_path: str, *, dtype: str | torch.dtype | None = None, device: str | None = None,
-               attn_implementation: str | None = None, calibration: bool = True):
+               attn_implementation: str | None = None, calibration: bool = True,
+               add_mask_token: bool = False, seed: int = 0):
     """``(model, tokenizer)`` in eval mode on ``device``; the tokenizer always has a pad token (EOS if it had none).
 
     An adapter folder loads its base model (``base_model`` in its config, itself resolved here) and applies the
@@ -135,6 +136,9 @@ def load_model(name_or_path: str, *, dtype: str | torch.dtype | None = None, dev
         attn_implementation: ``sdpa``, ``eager``, ...; ``None``: transformers' default.
         calibration: attach the folder's confidence map (``mtp_calibration.json``, validated first); ``False``
             leaves it unread (``scripts/calibrate.py`` refits a stale one).
+        add_mask_token: give a model without ``<mtp>`` an untrained one (a step-0 baseline; a no-op for a model
+            that has it), its embedding row drawn from a generator seeded by ``seed``, so a re-run or a resumed
+            sweep decodes with the same row.
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -154,6 +158,11 @@ def load_model(name_or_path: str, *, dtype: str | torch.dtype | None = None, dev
         with _hub_errors(name_or_path, path):
             model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, **extra)
     set_calibration(model, cmap)
+    if add_mask_token:
+        from selfdistill.models.mask_token import add_mask_token as add_mask
+
+        torch.manual_seed(seed)  # the new row is drawn at random (mean/covariance resizing)
+        add_mask(model, tokenizer)
     if device is not None:
         model = model.to(resolve_device(device))
     return model.eval(), tokenizer

@@ -98,3 +98,18 @@ def test_an_adapter_finds_a_base_folder_named_relative_to_itself(tmp_path):
     assert meta["base_model"] == "../base"
     loaded, _ = load_model(str(tmp_path / "pack" / "adapter"), dtype="float64")
     assert gl.gated_state(loaded) is not None
+
+
+def test_an_added_mask_token_is_seeded_and_a_no_op_where_the_model_has_one(tmp_path):
+    from selfdistill.models.mask_token import mask_token_id_from
+    from support import save_tiny_checkpoint
+
+    plain = str(save_tiny_checkpoint(tmp_path / "plain", with_mask_token=False))
+    rows = []
+    for seed in (3, 3, 4):
+        model, tok = load_model(plain, dtype="float32", add_mask_token=True, seed=seed)
+        rows.append(model.get_input_embeddings().weight[mask_token_id_from(model)].clone())
+    assert torch.equal(rows[0], rows[1]) and not torch.equal(rows[0], rows[2])  # step-0 sweeps re-run identically
+    student, _ = load_model("tiny-student", dtype="float32")
+    again, _ = load_model("tiny-student", dtype="float32", add_mask_token=True)
+    assert torch.equal(student.get_input_embeddings().weight, again.get_input_embeddings().weight)
