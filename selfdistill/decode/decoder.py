@@ -25,7 +25,7 @@ import torch
 
 from selfdistill.decode.blocks import model_pass_mask, pass_attention_mask  # noqa: F401  (public, re-exported)
 from selfdistill.decode.engine import generate_many, strategy_for
-from selfdistill.decode.registry import Strategy, strategy_names
+from selfdistill.decode.registry import Strategy, refuse_baseline, strategy_names
 from selfdistill.decode.results import MTPOutput  # noqa: F401  (public, re-exported)
 from selfdistill.decode.rows import default_eos_ids  # noqa: F401  (public, re-exported)
 
@@ -87,9 +87,7 @@ def mtp_generate(model, input_ids, attention_mask=None, *, mask_token_id: int | 
     with a ``ValueError`` before any forward pass.
     """
     unit = strategy_for(model, strategy, **options)
-    if unit.baseline:
-        raise ValueError(f"unknown strategy {strategy!r} for mtp_generate; choose from {STRATEGIES} "
-                         "(the model.generate baselines run through generate_many)")
+    refuse_baseline(unit, by="mtp_generate", instead=f"choose from {STRATEGIES}, or run it through generate_many")
     rows = prompt_rows(input_ids, attention_mask)
     return generate_many(model, rows, unit, batch_size=max(len(rows), 1), max_new_tokens=max_new_tokens,
                          eos_token_id=eos_token_id, stop_strings=stop_strings, tokenizer=tokenizer,

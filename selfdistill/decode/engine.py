@@ -28,7 +28,7 @@ import torch
 
 from selfdistill.decode.batch import SlotBatch, new_cache
 from selfdistill.decode.blocks import Layout, block_layout
-from selfdistill.decode.registry import Strategy, resolve_strategy
+from selfdistill.decode.registry import Strategy, refuse_baseline, resolve_strategy
 from selfdistill.decode.results import Completion, MTPOutput, Update
 from selfdistill.decode.rows import RowState, StopStrings, default_eos_ids, id_set
 from selfdistill.models.calibration import calibration_from
@@ -210,9 +210,7 @@ def check_engine_setting(model, strategy: Strategy, *, mask_token_id: int | None
     """Every check an engine makes of a (resolved) setting against ``model``, without building one: a baseline is
     refused, a setting that feeds masks needs a mask token the model has and that is no EOS id. The server runs it
     on a request's setting before queueing it."""
-    if strategy.baseline:
-        raise ValueError(f"{strategy.name!r} is a model.generate baseline, not an engine strategy; "
-                         "decode it with generate_many")
+    refuse_baseline(strategy, by="the engine", instead="decode it with generate_many")
     mask_token_id = mask_token_id if mask_token_id is not None else mask_token_id_from(model)
     _check_mask_token(model, strategy, mask_token_id)
     eos_ids = eos_ids if eos_ids is not None else default_eos_ids(model)

@@ -160,6 +160,13 @@ def strategy_names(*, baselines: bool = True) -> tuple[str, ...]:
     return tuple(n for n, c in _REGISTRY.items() if baselines or not c.baseline)
 
 
+def refuse_baseline(unit: Strategy, *, by: str, instead: str) -> None:
+    """The one refusal of a ``model.generate`` baseline where only the engine decodes (``by``: what refuses it;
+    ``instead``: what to use there)."""
+    if unit.baseline:
+        raise ValueError(f"{unit.name!r} is a model.generate baseline, which {by} does not decode: {instead}")
+
+
 def make_strategy(name: str | Strategy, *, trained_k_max: int | None = None, **options) -> Strategy:
     """A validated strategy: ``options`` that are ``None`` take the default; undeclared ones are refused.
 

@@ -51,7 +51,7 @@ class ServeConfig:
 
 def check_config(cfg: ServeConfig) -> None:
     """Usage errors before any model loads."""
-    from selfdistill.decode.registry import make_strategy
+    from selfdistill.decode.registry import make_strategy, refuse_baseline
     from selfdistill.models.loader import resolve_model_path, resolve_run_dtype
 
     missing = [m for m in ("fastapi", "uvicorn") if importlib.util.find_spec(m) is None]
@@ -61,9 +61,7 @@ def check_config(cfg: ServeConfig) -> None:
     cfg.dtype = resolve_run_dtype(cfg.dtype, device=cfg.device)  # float8 and the like are refused, naming the choices
 
     unit = make_strategy(cfg.strategy, **cfg.strategy_options())
-    if unit.baseline:
-        raise ValueError(f"--strategy {cfg.strategy} is a model.generate baseline; serve plain greedy decoding with "
-                         "--strategy static --k 1")
+    refuse_baseline(unit, by="the server", instead="serve plain greedy decoding with --strategy static --k 1")
     for name in ("max_batch", "max_engines", "default_max_tokens", "max_body_bytes"):
         if getattr(cfg, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(cfg, name)}")

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from jinja2 import TemplateError
 
 from selfdistill.decode.engine import check_request
-from selfdistill.decode.registry import Strategy, make_strategy
+from selfdistill.decode.registry import Strategy, make_strategy, refuse_baseline
 from selfdistill.serve.schemas import APIError, ChatRequest, CompletionRequest
 
 #: OpenAI's default ``max_tokens`` of ``/v1/completions``.
@@ -63,9 +63,8 @@ class ServeContext:
             raise APIError(400, f"selfdistill.strategy must be a string, got {name!r}", param="selfdistill.strategy")
         try:
             unit = self.resolve(name, **options)
-            if unit.baseline:
-                raise ValueError(f"{name!r} is a model.generate baseline the engine does not serve; plain greedy "
-                                 "decoding is strategy 'static' with k=1 (or the lossless 'verify')")
+            refuse_baseline(unit, by="the server", instead="plain greedy decoding is strategy 'static' with k=1 "
+                                                          "(or the lossless 'verify')")
             self.check_setting(unit)
         except (ValueError, TypeError) as err:
             raise APIError(400, f"selfdistill: {err}", param="selfdistill", code="invalid_decoding_options") from None
