@@ -210,7 +210,10 @@ class CalibrateConfig:
     prompt_style: str = "zero_shot"
     method: str = field(default="platt", metadata={"help": "platt (a logistic map per slot) or isotonic"})
     bin_size: int = field(default=200, metadata={"help": "samples per isotonic bin"})
-    dtype: str = "float32"
+    dtype: str | None = field(default=None, metadata={
+        "help": "float32, bfloat16, float16, float64; default: bfloat16 on CUDA, float32 on CPU (calibrate in the "
+                "dtype you decode in)"})
+    device: str = field(default="auto", metadata={"help": "auto (cuda if available), cpu, cuda, cuda:N"})
     batch_size: int = field(default=16, metadata={"help": "rows in flight for the greedy completions"})
     num_threads: int = field(default=0, metadata={"help": "torch CPU threads (0 = torch's default)"})
     output_dir: str = field(default="results/calibration", metadata={"help": "parent of the report folder"})
@@ -225,7 +228,7 @@ DEV_SUITES = ("gsm8k_dev", "synthetic_dev")
 def check_config(cfg: CalibrateConfig) -> None:
     """Every option error as a ``ValueError`` naming it, before any model loads."""
     from selfdistill.cli import plain_folder_name
-    from selfdistill.models.loader import resolve_dtype, resolve_model_path
+    from selfdistill.models.loader import resolve_device, resolve_model_path, resolve_run_dtype
 
     if cfg.method not in METHODS:
         raise ValueError(f"--method {cfg.method!r}: choose from {METHODS}")
@@ -236,7 +239,8 @@ def check_config(cfg: CalibrateConfig) -> None:
             raise ValueError(f"--{name} must be >= 1, got {getattr(cfg, name)}")
     if cfg.limit < 0 or cfg.num_threads < 0 or (cfg.k_max is not None and cfg.k_max < 2):
         raise ValueError("--limit and --num_threads must be >= 0 and --k_max >= 2")
-    resolve_dtype(cfg.dtype)
+    resolve_device(cfg.device)
+    cfg.dtype = resolve_run_dtype(cfg.dtype, device=cfg.device)
     if cfg.name is not None:
         plain_folder_name(cfg.name)
     if cfg.save_to_model and not Path(resolve_model_path(cfg.model)).is_dir():
@@ -257,7 +261,7 @@ def run_calibration(cfg: CalibrateConfig) -> Path:
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
     rows = suite_rows(cfg.suite, limit=cfg.limit or None)
-    model, tokenizer = load_model(cfg.model, dtype=cfg.dtype, device="cpu", calibration=False)
+    model, tokenizer = load_model(cfg.model, dtype=cfg.dtype, device=cfg.device, calibration=False)
     mask_id, k_max = mask_token_id_from(model), cfg.k_max or trained_k_max_from(model)
     if mask_id is None or k_max is None:
         raise ValueError(f"{cfg.model} has no <mtp> mask token or no trained k_max (pass --k_max): not an MTP model")

@@ -47,10 +47,11 @@ def test_all_anchors_at_once_equal_each_pass_alone(attn, gated):
 def test_the_recipe_end_to_end(tmp_path):
     student = shutil.copytree(resolve_model_path("tiny-student"), tmp_path / "student")
     cfg = CalibrateConfig(model=str(student), suite="synthetic_dev", limit=2, max_new_tokens=24, k_max=4,
-                          output_dir=str(tmp_path / "out"), name="cal", save_to_model=True)
+                          output_dir=str(tmp_path / "out"), name="cal", save_to_model=True, device="cpu")
     root = run_calibration(cfg)
     stats = json.loads((root / "calibration.json").read_text())
     assert list(stats["slots"]) == ["2", "3", "4"] and stats["meta"]["prompts"] == 10  # 5 subtasks x 2
+    assert stats["meta"]["dtype"] == "float32"  # the CPU's default, resolved and recorded
     assert all(0 <= s["ece_raw"] <= 1 and s["n"] > 0 for s in stats["slots"].values())
     assert (root / "reliability.png").stat().st_size > 0 and "| slot |" in (root / "calibration.md").read_text()
     model, _ = load_model(str(student))
@@ -59,7 +60,8 @@ def test_the_recipe_end_to_end(tmp_path):
 
 @pytest.mark.parametrize("change, message", [(dict(suite="gsm8k"), "never a test split"),
                                              (dict(method="histogram"), "--method"),
-                                             (dict(k_max=1), "--k_max"),
+                                             (dict(k_max=1), "--k_max"), (dict(dtype="float7"), "float7"),
+                                             (dict(device="tpu"), "tpu"),
                                              (dict(save_to_model=True, model="tiny-student-on-hub/x"), "local")])
 def test_bad_options_are_named_before_loading(change, message):
     with pytest.raises(ValueError, match=message):
