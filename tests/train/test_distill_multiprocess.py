@@ -135,6 +135,9 @@ def run_worker(out_dir: str, per_device_batch: int, mode: str, phase: str = "") 
         logs = [h for h in trainer.state.log_history if "loss" in h]
         with open(os.path.join(out_dir, "logs.json"), "w") as f:
             json.dump(logs, f)
+    if torch.distributed.is_initialized():  # end together and close the group: a rank that exits with its
+        torch.distributed.barrier()  # communication threads alive can abort ("terminate called without an active
+        torch.distributed.destroy_process_group()  # exception"), seen once in CI after a DeepSpeed checkpoint
 
 
 def _launcher_config(mode: str, tmp_path) -> str:
