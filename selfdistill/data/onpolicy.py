@@ -23,6 +23,8 @@ from selfdistill.data.prompts import SCHEMA
 #: 2: chunks hold :func:`onpolicy_record` (ids and generated text, no benchmark text); the trainer joins them with
 #: their dataset at load (``onpolicy:<folder>``, :func:`join_onpolicy`).
 FORMAT_VERSION = 2
+#: The folder's marker (its options) and its chunk files: ``<folder>/fingerprint.json``, ``<folder>/chunks/*.jsonl``.
+FINGERPRINT_FILE, CHUNKS_DIR = "fingerprint.json", "chunks"
 
 
 def pick_rows(rows: Sequence[dict], *, limit: int | None, seed: int) -> list[dict]:
@@ -88,14 +90,14 @@ def read_onpolicy_folder(folder: str | Path) -> tuple[dict, list[dict]]:
     """``(fingerprint, records)`` of an on-policy folder: its options and the records of every chunk written so
     far (a folder still being written gives the finished chunks)."""
     folder = Path(folder).expanduser()
-    marker = folder / "fingerprint.json"
+    marker = folder / FINGERPRINT_FILE
     if not marker.is_file():
-        raise FileNotFoundError(f"{folder} is not an on-policy data folder (no fingerprint.json; "
+        raise FileNotFoundError(f"{folder} is not an on-policy data folder (no {FINGERPRINT_FILE}; "
                                 "scripts/onpolicy_data.py writes one)")
     fp = json.loads(marker.read_text(encoding="utf-8"))
     if fp.get("format_version") != FORMAT_VERSION:
         raise ValueError(f"{folder} has on-policy format {fp.get('format_version')}, this version reads "
                          f"{FORMAT_VERSION}; write it again with scripts/onpolicy_data.py")
-    records = [json.loads(line) for p in sorted((folder / "chunks").glob("*.jsonl"))
+    records = [json.loads(line) for p in sorted((folder / CHUNKS_DIR).glob("*.jsonl"))
                for line in p.read_text(encoding="utf-8").splitlines()]
     return fp, records

@@ -111,7 +111,6 @@ class Static(_EngineStrategy):
     def setting_name(self) -> str:
         return f"static_k{self.k}"
 
-
     def accept(self, logits, fed):
         count = static_accept(fed.layout.n_masks + 1, k=min(self.k, fed.layout.n_masks + 1))
         rows = logits[:, :count].argmax(dim=-1).tolist()
@@ -150,7 +149,6 @@ class ConfAdapt(_EngineStrategy):
         object.__setattr__(unit, "calibration", calibration)
         return unit
 
-
     def confidences(self, logits: torch.Tensor) -> torch.Tensor:
         """``[B, n]``: the confidence of each prediction position compared with tau. Calibrated (when resolved so)
         at the masks only: column 0, the last real token's prediction, is always emitted and keeps its raw top-1
@@ -181,7 +179,6 @@ class _Lossless(_EngineStrategy):
                       "(0: every one)", float), K_MAX, MARGIN)
     def used_masks(self, outcome):
         return outcome.drafts
-
 
     def draft_group(self, accepted: torch.Tensor, fed: Fed) -> torch.Tensor:
         """``long[B]``: the mask group whose predictions become the next drafts, -1 for none."""
@@ -214,7 +211,6 @@ class Verify(_Lossless):
     accepted (otherwise they were conditioned on a wrong token). Output = greedy ``generate``."""
 
     name = "verify"
-    # k_max 4 and 8: the points quadratic decoding is compared with at equal k_max
 
     @property
     def setting_name(self) -> str:
@@ -262,7 +258,6 @@ class Hedged(Quadratic):
     @property
     def setting_name(self) -> str:
         return f"hedged{self.lead_groups}_kmax{self.k_max}{_margin(self)}{_draft_threshold(self)}"
-
 
     def group_anchors(self, max_drafts):
         return tuple(range(min(self.lead_groups, max_drafts))) + (None,)

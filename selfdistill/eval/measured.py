@@ -76,7 +76,7 @@ BENCH_POINTS: dict[str, tuple[dict, ...]] = {
     "static": tuple({"k": k} for k in (1, 2, 3, 4)),
     "conf_adapt": ({"threshold": 0.99}, {"threshold": 0.9}, {"threshold": 0.7},
                    {"threshold": 0.9, "mask_margin": 2}, {"threshold": 0.7, "mask_margin": 2}),
-    "verify": ({}, {"mask_margin": 2}, {"k_max": 4}, {"k_max": 8}),
+    "verify": ({}, {"mask_margin": 2}, {"k_max": 4}, {"k_max": 8}),  # k_max 4 and 8: quadratic's, at equal k_max
     "quadratic": ({"k_max": 4}, {"k_max": 8}, {"k_max": 4, "mask_margin": 2}),
     "hedged": ({"k_max": 4, "lead_groups": 1}, {"k_max": 8, "lead_groups": 1}, {"k_max": 8, "lead_groups": 2}),
 }

@@ -101,7 +101,9 @@ def fingerprint(cfg: OnPolicyConfig) -> dict:
 
 def claim_folder(out: Path, fp: dict) -> None:
     """Create ``out`` for ``fp``, or accept it when it was started with the same ``fp``; else refuse it."""
-    marker = out / "fingerprint.json"
+    from selfdistill.data.onpolicy import FINGERPRINT_FILE
+
+    marker = out / FINGERPRINT_FILE
     if marker.is_file():
         from selfdistill.provenance import differences
 
@@ -114,24 +116,23 @@ def claim_folder(out: Path, fp: dict) -> None:
     write_text_atomic(marker, json.dumps(fp, indent=1))
 
 
-def decode_chunk(model, tokenizer, rows: list[dict], cfg: OnPolicyConfig) -> list[dict]:
-    """The on-policy records of ``rows`` (finished or not), in order."""
+def decode_chunk(model, tokenizer, rows: list[dict], setting, cfg: OnPolicyConfig) -> list[dict]:
+    """The on-policy records of ``rows`` (finished or not), in order, decoded with ``setting``."""
     from selfdistill.data.onpolicy import onpolicy_record
-    from selfdistill.eval.evaluation import DecodeSetting, evaluate
+    from selfdistill.eval.evaluation import evaluate
 
-    setting = DecodeSetting(strategy="generate") if cfg.strategy == "generate" else DecodeSetting.for_model(
-        model, cfg.strategy)  # k_max: the adapter's trained one
     records, _ = evaluate(model, tokenizer, rows, setting, batch_size=cfg.batch_size,
                           max_new_tokens=cfg.max_new_tokens, style="zero_shot", chat=cfg.chat_template)
     return [onpolicy_record(rec, max_new_tokens=cfg.max_new_tokens) for rec in records]
 
 
-def run_onpolicy_data(cfg: OnPolicyConfig) -> Path:
+def run_onpolicy_data(cfg: OnPolicyConfig) -> str:
     """Decode the missing chunks, then write ``meta.json``. Returns the dataset spec the trainer reads:
     ``onpolicy:<out>``."""
     import torch
 
-    from selfdistill.data.onpolicy import chunks, pick_rows
+    from selfdistill.data.onpolicy import CHUNKS_DIR, chunks, pick_rows, read_onpolicy_folder
+    from selfdistill.eval.evaluation import DecodeSetting
     from selfdistill.data.sources import load_rows
     from selfdistill.models.loader import load_model
     from selfdistill.provenance import provenance
@@ -144,17 +145,18 @@ def run_onpolicy_data(cfg: OnPolicyConfig) -> Path:
         torch.set_num_threads(cfg.num_threads)
     rows = load_rows(cfg.dataset, split="train", seed=cfg.seed, validation_fraction=cfg.validation_fraction)
     parts = chunks(pick_rows(list(rows), limit=cfg.limit or None, seed=cfg.seed), size=cfg.chunk_rows)
-    paths = [out / "chunks" / f"{i:05d}.jsonl" for i in range(len(parts))]
+    paths = [out / CHUNKS_DIR / f"{i:05d}.jsonl" for i in range(len(parts))]
     todo = [i for i, p in enumerate(paths) if not p.is_file()]
     started, model = time.time(), None
     for n, i in enumerate(todo, 1):
         if model is None:
             model, tokenizer = load_model(cfg.model, dtype=cfg.dtype, device=cfg.device)
+            setting = DecodeSetting.for_model(model, cfg.strategy)  # an adapter's own trained k_max
         tic = time.time()
-        done = decode_chunk(model, tokenizer, parts[i], cfg)
+        done = decode_chunk(model, tokenizer, parts[i], setting, cfg)
         write_text_atomic(paths[i], "".join(json.dumps(r) + "\n" for r in done))
         print(f"chunk {i + 1}/{len(parts)} ({n}/{len(todo)} this run): {len(done)} rows in {time.time() - tic:.0f} s")
-    every = [json.loads(line) for p in paths for line in p.read_text(encoding="utf-8").splitlines()]
+    _, every = read_onpolicy_folder(out)
     kept = sum(r["finished"] for r in every)
     if not kept:
         raise RuntimeError(f"no completion finished within --max_new_tokens {cfg.max_new_tokens}: nothing to train on")

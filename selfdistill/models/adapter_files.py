@@ -19,8 +19,8 @@ from pathlib import Path
 
 import torch
 
-from selfdistill.models.gated_lora import (STATE_ATTR, GatedLoRAConfig, GatedLoRAState, apply_gated_lora,
-                                           gated_state, load_adapter_tensors)
+from selfdistill.models.gated_lora import (GatedLoRAConfig, GatedLoRAState, apply_gated_lora, gated_state,
+                                           is_adapter_param, load_adapter_tensors)
 from selfdistill.paths import atomic_file, write_text_atomic
 
 FORMAT, FORMAT_VERSION = "selfdistill-gated-lora", 1
@@ -74,8 +74,7 @@ def adapter_weights(model) -> dict[str, torch.Tensor]:
     FSDP2 parameters (DTensors) are gathered with ``full_tensor()``, a collective: under FSDP2 every rank calls this.
     DeepSpeed ZeRO-3 parameters must be gathered by the caller (``deepspeed.zero.GatheredParameters``)."""
     state = gated_state(model)
-    whole = {name: _whole(p) for name, p in model.named_parameters()
-             if "lora_" in name or name == f"{STATE_ATTR}.mask_embedding"}
+    whole = {name: _whole(p) for name, p in model.named_parameters() if is_adapter_param(name)}
     whole[NEW_ROWS_KEY] = _whole(model.get_input_embeddings().weight)[state.base_vocab_size:]
     if (untied := _untied_output(model)) is not None:
         whole[NEW_OUTPUT_ROWS_KEY] = _whole(untied)[state.base_vocab_size:]

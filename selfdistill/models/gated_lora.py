@@ -344,10 +344,14 @@ class BaseModelView:
             return self.module(*args, **kwargs)
 
 
+def is_adapter_param(name: str) -> bool:
+    """Whether the parameter ``name`` (a state-dict name) is the adapter's: an adapter matrix or the mask embedding."""
+    return "lora_" in name or name == f"{STATE_ATTR}.mask_embedding"
+
+
 def adapter_tensors(model) -> dict[str, torch.Tensor]:
     """The trainable tensors by state-dict name (adapter matrices and the mask embedding), detached, on CPU."""
-    return {name: p.detach().cpu().contiguous() for name, p in model.named_parameters()
-            if "lora_" in name or name == f"{STATE_ATTR}.mask_embedding"}
+    return {name: p.detach().cpu().contiguous() for name, p in model.named_parameters() if is_adapter_param(name)}
 
 
 def load_adapter_tensors(model, weights: dict[str, torch.Tensor]) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 
-from selfdistill.models.gated_lora import STATE_ATTR
+from selfdistill.models.gated_lora import is_adapter_param
 
 
 @contextlib.contextmanager
@@ -22,8 +22,7 @@ def gathered_for_reading(trainer, model):
         return
     import deepspeed
 
-    params = [p for name, p in model.named_parameters()
-              if "lora_" in name or name == f"{STATE_ATTR}.mask_embedding"]
+    params = [p for name, p in model.named_parameters() if is_adapter_param(name)]
     params += [model.get_input_embeddings().weight]
     if model.get_output_embeddings() is not None:
         params.append(model.get_output_embeddings().weight)

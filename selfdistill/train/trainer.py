@@ -39,14 +39,11 @@ from selfdistill.train.run_dir import METRICS_FILE, ConfigInCheckpointCallback
 
 logger = logging.getLogger(__name__)
 
-#: Layouts are immutable and there are at most (k_max - k_min + 1) * P of them: build each once per process.
-cached_layout = functools.lru_cache(maxsize=4096)(build_layout)
-
-
 @functools.lru_cache(maxsize=4096)
 def device_layout(seq_len: int, k: int, num_regions: int, offset: int, device: torch.device):
-    """:func:`cached_layout` on ``device``, moved once per shape: a step copies no index tensor to the device."""
-    return cached_layout(seq_len, k, num_regions, offset=offset).to(device)
+    """The layout on ``device``, built and moved once per shape (layouts are immutable and there are at most
+    ``(k_max - k_min + 1) * P`` of them): a step copies no index tensor to the device."""
+    return build_layout(seq_len, k, num_regions, offset=offset).to(device)
 
 
 def frozen_teacher(model, *, dtype: torch.dtype | None = None):
