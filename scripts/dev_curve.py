@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,13 +37,13 @@ def check_config(cfg: DevCurveConfig) -> None:
 def main(cfg: DevCurveConfig) -> Path:
     from selfdistill.eval.dev_curve import curve_point, plot_curve
     from selfdistill.provenance import provenance
+    from selfdistill.run_folder import RunFolder
 
     points = [curve_point(s, task=cfg.task, setting=cfg.setting, raw_tokens=t)
               for s, t in zip(cfg.sweeps, cfg.raw_tokens)]
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "curve.json").write_text(json.dumps({"provenance": provenance(), "points": points}, indent=1) + "\n")
-    return plot_curve(points, out / "curve.png", title=f"{cfg.setting} on {cfg.task}", target=cfg.target)
+    out = RunFolder(cfg.out)
+    out.write_record("curve.json", provenance(), points=points)
+    return plot_curve(points, out.path("curve.png"), title=f"{cfg.setting} on {cfg.task}", target=cfg.target)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from selfdistill.provenance import provenance
+from selfdistill.run_folder import RunFolder
 from selfdistill.serve.process import ServeProcess
 from selfdistill.serve.stress import plan, run
 
@@ -38,6 +39,5 @@ if __name__ == "__main__":
         report = run(url, requests)
     print(json.dumps(report, indent=1))
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(record | {"report": report}, indent=1))
+        RunFolder(args.out.parent).write_record(args.out.name, record, report=report)
     sys.exit(0 if report["ok"] else 1)

@@ -83,13 +83,3 @@ def provenance(argv: list[str] | None = None) -> dict:
             "cpu_bf16_units": cpu_bf16_units(), "versions": versions(),
             "time_utc": datetime.now(timezone.utc).isoformat(timespec="seconds")}
 
-
-def write_markdown_report(path: str | os.PathLike, record: dict, sources: dict[str, str], intro: str,
-                          table: str) -> None:
-    """``path`` (atomically): the command and commit of ``record`` (:func:`provenance`), ``intro`` over a list of
-    ``{label: source}``, then ``table`` (the shape of the comparison reports of runs and of sweeps)."""
-    from selfdistill.paths import write_text_atomic
-
-    listed = "\n".join(f"- {label}: `{source}`" for label, source in sources.items())
-    write_text_atomic(path, f"Command: `{record['command']}`\n\nCommit: {record['commit']}\n\n{intro}:\n{listed}\n\n"
-                            f"{table}\n")

@@ -22,7 +22,7 @@ ALLOWED = {
     "serve": {"models", "data", "decode", "eval"},
     "lm_eval": {"eval"},
 }
-SHARED = {"paths", "provenance", "cli", "timing", "op_count"}
+SHARED = {"paths", "provenance", "run_folder", "cli", "timing", "op_count"}
 
 
 def _stage_imports(path: Path) -> set[str]:

@@ -18,13 +18,14 @@ from pathlib import Path
 from collections.abc import Sequence
 
 from selfdistill.data.prompts import SCHEMA
+from selfdistill.run_folder import FINGERPRINT_FILE
 
 #: Format version of the folder ``scripts/onpolicy_data.py`` writes (``fingerprint.json``, ``chunks/``).
 #: 2: chunks hold :func:`onpolicy_record` (ids and generated text, no benchmark text); the trainer joins them with
 #: their dataset at load (``onpolicy:<folder>``, :func:`join_onpolicy`).
 FORMAT_VERSION = 2
-#: The folder's marker (its options) and its chunk files: ``<folder>/fingerprint.json``, ``<folder>/chunks/*.jsonl``.
-FINGERPRINT_FILE, CHUNKS_DIR = "fingerprint.json", "chunks"
+#: The folder's chunk files: ``<folder>/chunks/*.jsonl`` (its options: ``<folder>/fingerprint.json``, the run folder's).
+CHUNKS_DIR = "chunks"
 
 
 def pick_rows(rows: Sequence[dict], *, limit: int | None, seed: int) -> list[dict]:

@@ -42,8 +42,6 @@ numbers then measure speed only (an untrained model predicts poorly at masks).
 
 from __future__ import annotations
 
-import csv
-import json
 import statistics
 import sys
 from dataclasses import dataclass, field
@@ -55,6 +53,7 @@ from selfdistill.decode.forward_cost import BASELINE, FORWARD_BASELINE, add_rati
 from selfdistill.decode.registry import with_options
 from selfdistill.eval.measured import bench_settings
 from selfdistill.models.loader import DTYPES, resolve_device, resolve_run_dtype
+from selfdistill.run_folder import RunFolder
 from selfdistill.timing import clock
 
 
@@ -242,6 +241,7 @@ def bench_one(model, prompts, name, unit, batch_size, max_new_tokens, pad_id, de
 
 def run_bench_decode(cfg) -> list[dict]:
     from selfdistill.provenance import provenance
+    from selfdistill.run_folder import provenance_record
 
     run_provenance = provenance()  # now: the outputs this run writes into the tree would make it "+dirty" later
     torch.manual_seed(0)
@@ -279,9 +279,9 @@ def run_bench_decode(cfg) -> list[dict]:
                       + "  ".join(f"w={r['new_tokens']}: {r['ms']:.2f} ms (x{r['ratio_to_w1']:.2f}; linears "
                                   f"{r['linear_ms']:.2f} ms, x{r['linear_ratio_to_w1']:.2f})" for r in rows),
                       flush=True)
-    meta = run_provenance | {"model": desc, "device": cfg.device, "dtype": cfg.dtype,
-                             "max_new_tokens": cfg.max_new_tokens, "args": {k: str(v) for k, v in vars(cfg).items()}}
-    write_outputs(cfg.out, results, costs, meta)
+    meta = {"model": desc, "device": cfg.device, "dtype": cfg.dtype, "max_new_tokens": cfg.max_new_tokens,
+            "args": {k: str(v) for k, v in vars(cfg).items()}}
+    write_outputs(cfg.out, results, costs, provenance_record(run_provenance, meta=meta))
     return results
 
 
@@ -310,14 +310,11 @@ def describe(row: dict) -> str:
             f"speedup/tpf {row['speedup_per_tpf']:.2f}")
 
 
-def write_outputs(out: Path, results: list[dict], costs: list[dict], meta: dict) -> None:
-    """``bench.csv``, ``forward_cost.csv`` (when timed) and ``bench.json`` into ``out``."""
-    out.mkdir(parents=True, exist_ok=True)
+def write_outputs(out: Path, results: list[dict], costs: list[dict], record: dict) -> None:
+    """``bench.csv``, ``forward_cost.csv`` (when timed) and ``bench.json`` (``record`` with the rows) into ``out``."""
+    folder = RunFolder(out)
     for name, rows in (("bench.csv", results), ("forward_cost.csv", costs)):
         if rows:
-            with open(out / name, "w", newline="") as f:
-                writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-                writer.writeheader()
-                writer.writerows(rows)
-    (out / "bench.json").write_text(json.dumps({"meta": meta, "results": results, "forward_cost": costs}, indent=2))
+            folder.write_csv(name, rows)
+    folder.write_json("bench.json", record | {"results": results, "forward_cost": costs}, indent=2)
     print(f"wrote {out / 'bench.csv'} and {out / 'bench.json'}")

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib.util
-import json
 import statistics
 import subprocess
 import sys
@@ -28,6 +27,7 @@ from selfdistill.models.loader import load_model
 from selfdistill.models.smollm2 import adapter_path
 from selfdistill.paths import REPO_ROOT
 from selfdistill.provenance import provenance
+from selfdistill.run_folder import RunFolder, provenance_record
 
 
 def layers_at(commit: str):
@@ -119,8 +119,7 @@ def run_bench_gated_layers(argv=None) -> dict:
                      "ratio_to_w1": statistics.median(values) / one})
         print(f"{args.dtype} {key:28s} {rows[-1]['ms']:8.2f} ms  x{rows[-1]['ratio_to_w1']:.2f}")
     print(f"max |after - before| logits: {diff.item():.3g}")
-    out = record | {"command": " ".join(sys.argv), "args": {k: str(v) for k, v in vars(args).items()},
-                    "rows": rows, "max_logit_difference": diff.item()}
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"{args.dtype}.json").write_text(json.dumps(out, indent=1))
+    out = provenance_record(record, args={k: str(v) for k, v in vars(args).items()}, rows=rows,
+                            max_logit_difference=diff.item())
+    RunFolder(args.out).write_json(f"{args.dtype}.json", out)
     return out

@@ -16,7 +16,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,6 +26,7 @@ from selfdistill.eval.calibration import (METHODS, expected_calibration_error, f
                                          reliability)
 from selfdistill.models.attention import dense_mask_for
 from selfdistill.models.gated_lora import trailing_masks
+from selfdistill.run_folder import RunFolder, provenance_record
 
 THRESHOLDS = (0.8, 0.9, 0.95)
 
@@ -185,13 +185,14 @@ def plot_reliability(stats: dict, path: Path, *, title: str) -> Path:
     return path
 
 
-def write_report(out: Path, stats: dict, meta: dict) -> None:
+def write_report(out: Path, stats: dict, meta: dict, run_provenance: dict) -> None:
     """``calibration.json`` (stats + how they were made), ``calibration.md`` and ``reliability.png`` in ``out``."""
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "calibration.json").write_text(json.dumps({"meta": meta, "slots": stats}, indent=1) + "\n")
-    (out / "calibration.md").write_text(
-        f"# Mask-slot calibration of {meta['model']}\n\n`{meta['provenance']['command']}`\n\n"
-        f"Commit {meta['provenance']['commit']}, {meta['provenance']['hardware']}, {meta['dtype']}; "
+    folder = RunFolder(out)
+    folder.write_record("calibration.json", run_provenance, meta=meta, slots=stats)
+    folder.write_text(
+        "calibration.md",
+        f"# Mask-slot calibration of {meta['model']}\n\n`{run_provenance['command']}`\n\n"
+        f"Commit {run_provenance['commit']}, {run_provenance['hardware']}, {meta['dtype']}; "
         f"{meta['prompts']} prompts of {meta['suite']}, k_max {meta['k_max']}, {meta['method']} fit. "
         "Calibrated columns are cross-fitted (each half of the prompts mapped by the fit on the other half).\n\n"
         + markdown_table(stats))
@@ -258,6 +259,7 @@ def run_calibration(cfg: CalibrateConfig) -> Path:
     from selfdistill.provenance import provenance
 
     check_config(cfg)
+    run_provenance = provenance()  # now: a --save_to_model write into the tree would make it "+dirty" later
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
     rows = suite_rows(cfg.suite, limit=cfg.limit or None)
@@ -276,11 +278,12 @@ def run_calibration(cfg: CalibrateConfig) -> Path:
     name = cfg.name or f"{Path(str(cfg.model)).name}-{cfg.suite}"
     meta = {"model": cfg.model, "suite": cfg.suite, "prompts": len(parts), "k_max": k_max, "dtype": cfg.dtype,
             "method": cfg.method, "bin_size": cfg.bin_size, "max_new_tokens": cfg.max_new_tokens,
-            "chat_template": cfg.chat_template, "provenance": provenance()}
+            "chat_template": cfg.chat_template}
     root = Path(cfg.output_dir) / name
-    write_report(root, stats, meta)
+    write_report(root, stats, meta, run_provenance)
     if cfg.save_to_model:
         cmap = fit_confidence_map(raw, method=cfg.method, bin_size=cfg.bin_size)
-        record = meta | {"ece_cross_fitted": {s: r["ece_calibrated"] for s, r in stats.items()}, "report": str(root)}
+        record = provenance_record(run_provenance, **meta, report=str(root),
+                                   ece_cross_fitted={s: r["ece_calibrated"] for s, r in stats.items()})
         save_calibration(resolve_model_path(cfg.model), cmap, record=record)
     return root

@@ -36,7 +36,8 @@ def check_config(cfg: CompareSweepsConfig) -> None:
 def run_compare_sweeps(cfg: CompareSweepsConfig) -> str:
     """Print the paired table of ``cfg.sweeps`` on ``cfg.task`` (and write it to ``cfg.out``); returns it."""
     from selfdistill.eval.paired import compare_sweeps, comparison_markdown, read_samples
-    from selfdistill.provenance import provenance, write_markdown_report
+    from selfdistill.provenance import provenance
+    from selfdistill.run_folder import write_markdown_report
 
     labels = tuple(cfg.labels or ("a", "b"))
     a, b = (read_samples(folder, cfg.task) for folder in cfg.sweeps)

@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 from selfdistill.paths import REPO_ROOT
+from selfdistill.run_folder import RunFolder
 
 ROOT = REPO_ROOT
 TREE_LIMIT = 64 << 20
@@ -132,8 +133,7 @@ def main(argv=None) -> int:
     record = PARTS[args.part](args.device) | {"seconds": round(time.perf_counter() - start, 1), "device": args.device,
                                                "gpu": torch.cuda.get_device_name() if torch.cuda.is_available()
                                                else None, "torch": torch.__version__}
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"{args.part}.json").write_text(json.dumps(record, indent=1))
+    RunFolder(args.out).write_json(f"{args.part}.json", record)
     print(json.dumps(record))
     return 0 if record.get("ok", True) else 1
 

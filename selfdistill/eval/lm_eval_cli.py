@@ -76,6 +76,7 @@ def main(argv: list[str] | None = None) -> dict:
     from lm_eval.utils import handle_non_serializable, make_table
 
     from selfdistill.eval.harness import TASKS_DIR, add_decode_metrics  # registers the "selfdistill" model
+    from selfdistill.run_folder import RunFolder
     from selfdistill.provenance import provenance
 
     ours = {p.stem for p in TASKS_DIR.glob("*.yaml")}
@@ -98,7 +99,8 @@ def main(argv: list[str] | None = None) -> dict:
         out.mkdir(parents=True, exist_ok=True)
         stamp = time.strftime("%Y%m%dT%H%M%S")
         samples = results.pop("samples", None)
-        (out / f"results_{stamp}.json").write_text(json.dumps(results, indent=2, default=handle_non_serializable))
+        RunFolder(out).write_text(f"results_{stamp}.json",
+                                  json.dumps(results, indent=2, default=handle_non_serializable))
         if samples:
             for task, rows in samples.items():
                 with open(out / f"samples_{task}_{stamp}.jsonl", "w") as f:

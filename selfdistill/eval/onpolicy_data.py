@@ -23,9 +23,8 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
-from selfdistill.paths import write_text_atomic
+from selfdistill.run_folder import RunFolder
 
 
 @dataclass(kw_only=True)
@@ -99,21 +98,9 @@ def fingerprint(cfg: OnPolicyConfig) -> dict:
     return {"format_version": FORMAT_VERSION} | {k: getattr(cfg, k) for k in keep}
 
 
-def claim_folder(out: Path, fp: dict) -> None:
-    """Create ``out`` for ``fp``, or accept it when it was started with the same ``fp``; else refuse it."""
-    from selfdistill.data.onpolicy import FINGERPRINT_FILE
-
-    marker = out / FINGERPRINT_FILE
-    if marker.is_file():
-        from selfdistill.provenance import differences
-
-        if changed := differences(json.loads(marker.read_text()), fp):
-            raise FileExistsError(f"{out} was written with other options {changed}; use another --out")
-        return
-    if out.exists() and any(out.iterdir()):
-        raise FileExistsError(f"{out} is not empty and holds no on-policy run; use another --out")
-    out.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(marker, json.dumps(fp, indent=1))
+def claim_folder(cfg: OnPolicyConfig) -> RunFolder:
+    """``cfg.out``, claimed for :func:`fingerprint` (:meth:`RunFolder.claim`: a folder of other options is refused)."""
+    return RunFolder(cfg.out).claim(fingerprint(cfg), what="on-policy run", hint="Use another --out.")
 
 
 def decode_chunk(model, tokenizer, rows: list[dict], setting, cfg: OnPolicyConfig) -> list[dict]:
@@ -138,14 +125,14 @@ def run_onpolicy_data(cfg: OnPolicyConfig) -> str:
     from selfdistill.provenance import provenance
 
     check_config(cfg)
-    out = Path(cfg.out).expanduser()
-    claim_folder(out, fingerprint(cfg))
+    folder = claim_folder(cfg)
+    out = folder.root
     run_provenance = provenance()
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
     rows = load_rows(cfg.dataset, split="train", seed=cfg.seed, validation_fraction=cfg.validation_fraction)
     parts = chunks(pick_rows(list(rows), limit=cfg.limit or None, seed=cfg.seed), size=cfg.chunk_rows)
-    paths = [out / CHUNKS_DIR / f"{i:05d}.jsonl" for i in range(len(parts))]
+    paths = [folder.path(f"{CHUNKS_DIR}/{i:05d}.jsonl") for i in range(len(parts))]
     todo = [i for i, p in enumerate(paths) if not p.is_file()]
     started, model = time.time(), None
     for n, i in enumerate(todo, 1):
@@ -154,17 +141,17 @@ def run_onpolicy_data(cfg: OnPolicyConfig) -> str:
             setting = DecodeSetting.for_model(model, cfg.strategy)  # an adapter's own trained k_max
         tic = time.time()
         done = decode_chunk(model, tokenizer, parts[i], setting, cfg)
-        write_text_atomic(paths[i], "".join(json.dumps(r) + "\n" for r in done))
+        folder.write_text(paths[i], "".join(json.dumps(r) + "\n" for r in done))
         print(f"chunk {i + 1}/{len(parts)} ({n}/{len(todo)} this run): {len(done)} rows in {time.time() - tic:.0f} s")
     _, every = read_onpolicy_folder(out)
     kept = sum(r["finished"] for r in every)
     if not kept:
         raise RuntimeError(f"no completion finished within --max_new_tokens {cfg.max_new_tokens}: nothing to train on")
-    meta = {"provenance": run_provenance, "config": asdict(cfg), "rows": len(every), "finished": kept,
+    meta = {"config": asdict(cfg), "rows": len(every), "finished": kept,
             "base_correct": sum(r["base_correct"] for r in every),
             "new_tokens": sum(r["new_tokens"] for r in every), "seconds_this_run": round(time.time() - started, 1),
             "threads": torch.get_num_threads()}
-    write_text_atomic(out / "meta.json", json.dumps(meta, indent=1))
+    folder.write_record("meta.json", run_provenance, **meta)
     spec = f"onpolicy:{cfg.out}"
     print(f"wrote {out}: {kept} of {len(every)} rows finished ({meta['base_correct']} answered correctly by the "
           f"base model); train on them with dataset: {spec}")

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from selfdistill.decode.registry import with_options
 from selfdistill.paths import REPO_ROOT
+from selfdistill.run_folder import provenance_record
 from selfdistill.eval.sweep import PAPER_K_MAX, PAPER_STATIC_K, PAPER_THRESHOLDS
 from selfdistill.eval.task_suites import SUITES
 
@@ -228,8 +229,8 @@ def run_pareto(cfg: ParetoConfig) -> Path:
     summaries = run_sweep(stores, rows, grid, lambda: load_model(model_path, cfg, add_mask=cfg.add_mask_token),
                           batch_size=cfg.batch_size, max_new_tokens=cfg.max_new_tokens, style=cfg.prompt_style,
                           chat=cfg.chat_template, seed=cfg.seed, progress=cfg.progress, record=machine)
-    meta = {"provenance": run_provenance, "config": asdict(cfg), "sweep_seconds_this_run": time.time() - started,
-            "rows": {task: len(r) for task, r in rows.items()}}
+    meta = provenance_record(run_provenance, config=asdict(cfg), sweep_seconds_this_run=time.time() - started,
+                             rows={task: len(r) for task, r in rows.items()})
     written = write_reports(root, summaries, meta=meta, plots=cfg.plots)
     print(f"wrote {', '.join(str(p.relative_to(root)) for p in written.values())} in {root}\n")
     print(written["summary"].read_text(), end="")

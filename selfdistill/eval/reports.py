@@ -4,7 +4,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 from collections.abc import Sequence
@@ -15,6 +14,7 @@ from selfdistill.decode.registry import strategy_class, strategy_names
 from selfdistill.eval.frontier import frontier_mask
 from selfdistill.eval.plain_summary import plain_summary
 from selfdistill.eval.presentation import look
+from selfdistill.run_folder import RunFolder
 
 class Frontier(NamedTuple):
     """One frontier of a task's rows, and its plot panel: ``y`` against ``x`` (row columns), both maximised."""
@@ -57,14 +57,6 @@ def table_rows(task: str, summaries: Sequence[dict]) -> list[dict]:
         for row, on in zip(rows, frontier_mask(rows, x=f.x, y=f.y)):
             row[f"frontier_{f.name}"] = on
     return rows
-
-
-def write_csv(path: Path, rows: Sequence[dict]) -> None:
-    with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
-        w.writeheader()
-        for r in rows:
-            w.writerow({k: ("" if r.get(k) is None else r[k]) for k in CSV_COLUMNS})
 
 
 def _fmt(v: float | None, digits: int) -> str:
@@ -216,14 +208,15 @@ def write_reports(root: Path, summaries: dict[str, list[dict]], *, meta: dict, p
     all_rows = [r for rows in rows_by_task.values() for r in rows]
     written = {"csv": root / "summary.csv", "json": root / "summary.json", "markdown": root / "frontier.md",
                "summary": root / "summary.md"}
-    write_csv(written["csv"], all_rows)
+    folder = RunFolder(root)
+    folder.write_csv(written["csv"].name, all_rows, columns=CSV_COLUMNS)
     frontiers = {task: {f.name: [r["setting"] for r in sorted(rows, key=lambda r: r[f.x]) if r[f"frontier_{f.name}"]]
                         for f in FRONTIERS} for task, rows in rows_by_task.items()}
-    written["json"].write_text(json.dumps(meta | {"results": summaries, "frontier": frontiers}, indent=2,
-                                          default=str))
+    folder.write_text(written["json"].name, json.dumps(meta | {"results": summaries, "frontier": frontiers},
+                                                       indent=2, default=str))
     model, batch = meta["config"]["model"], meta["config"]["batch_size"]
-    written["markdown"].write_text(frontier_markdown(rows_by_task, model=model, batch_size=batch))
-    written["summary"].write_text(plain_summary(rows_by_task, root=shown_path(root), model=model))
+    folder.write_text(written["markdown"].name, frontier_markdown(rows_by_task, model=model, batch_size=batch))
+    folder.write_text(written["summary"].name, plain_summary(rows_by_task, root=shown_path(root), model=model))
     if plots:
         for task, rows in rows_by_task.items():
             written[f"plot_{task}"] = root / "plots" / f"{task}.png"

@@ -29,8 +29,8 @@ from pathlib import Path
 from selfdistill.decode.registry import with_options
 from selfdistill.eval.agreement import add_agreement
 from selfdistill.eval.evaluation import DecodeSetting
+from selfdistill.run_folder import refuse_changed
 from selfdistill.eval.measured import SWEEPS, sweep_strategies  # noqa: F401  (sweep_strategies: public here too)
-from selfdistill.provenance import differences
 from selfdistill.paths import write_text_atomic
 
 #: ConfAdapt thresholds swept in the paper (METHOD.md section 6), most to least conservative.
@@ -123,11 +123,8 @@ class SweepStore:
         want = self.fingerprint | {"setting": setting_fingerprint(setting)}
         have = stored.get("fingerprint", {})
         have = have | {"setting": setting_fingerprint(have.get("setting", {}))}
-        diff = {k: v for k, v in differences(have, want).items() if k not in RECORDED_ONLY}
-        if diff:
-            raise ValueError(
-                f"{path} was measured under different conditions (stored, requested): {diff}. Use another "
-                "--name for the new conditions, or --overwrite to redo them here.")
+        refuse_changed(have, want, may_change=RECORDED_ONLY, where=str(path),
+                       hint="Use another --name for the new conditions, or --overwrite to redo them here.")
         samples = self.samples_file(task, setting)
         if not samples.is_file():
             raise FileNotFoundError(

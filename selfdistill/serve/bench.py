@@ -19,7 +19,6 @@ request latency. Writes ``bench.csv`` and ``bench.json`` (with command, commit, 
 from __future__ import annotations
 
 import asyncio
-import csv
 import json
 import statistics
 import sys
@@ -29,6 +28,7 @@ from pathlib import Path
 
 from selfdistill.decode.registry import with_options
 from selfdistill.paths import REPO_ROOT
+from selfdistill.run_folder import RunFolder
 
 #: setting name -> per-request options; the first is the baseline of the ratios.
 SETTINGS = {"plain_static_k1": {"strategy": "static", "k": 1}, "static_k3": {"strategy": "static", "k": 3},
@@ -195,11 +195,7 @@ def run_bench_serve(argv: list[str] | None = None) -> list[dict]:
 
 
 def write(out: Path, rows: list[dict], cfg: BenchServeConfig, run_provenance: dict) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    with open(out / "bench.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    (out / "bench.json").write_text(json.dumps({"provenance": run_provenance, "config": asdict(cfg),
-                                                "settings": setting_options(cfg), "rows": rows}, indent=2))
+    folder = RunFolder(out)
+    folder.write_csv("bench.csv", rows)
+    folder.write_record("bench.json", run_provenance, config=asdict(cfg), settings=setting_options(cfg), rows=rows)
     print(f"wrote {out / 'bench.csv'} and {out / 'bench.json'}")

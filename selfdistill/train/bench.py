@@ -19,12 +19,10 @@ Writes ``results/bench_train/<timestamp>.json`` and ``.md`` with the command, co
 
 from __future__ import annotations
 
-import json
 import multiprocessing as mp
 import resource
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
-from pathlib import Path
 
 MODES = ("sft", "distill", "distill_gated", "distill_gated_packed")
 
@@ -175,6 +173,7 @@ def report(results: dict, args: TrainBenchConfig, memory_kind: str) -> list[str]
 
 def run_bench_train(args: TrainBenchConfig) -> dict:
     from selfdistill.provenance import provenance
+    from selfdistill.run_folder import RunFolder, provenance_markdown, provenance_record
 
     run_provenance = provenance()
     ctx = mp.get_context("spawn")
@@ -189,17 +188,16 @@ def run_bench_train(args: TrainBenchConfig) -> dict:
     ratios = {f"{m}_over_{args.modes[0]}": {
         "time": results[m]["seconds_per_step"] / results[args.modes[0]]["seconds_per_step"],
         "memory": results[m]["peak_memory_mib"] / results[args.modes[0]]["peak_memory_mib"]} for m in args.modes[1:]}
-    record = {**run_provenance, "settings": asdict(args), "results": results, "ratios": ratios,
-              "memory_kind": memory_kind}
+    record = provenance_record(run_provenance, settings=asdict(args), results=results, ratios=ratios,
+                               memory_kind=memory_kind)
     lines = report(results, args, memory_kind)
     print("\n".join(lines))
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    folder = RunFolder(args.out)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    (out / f"{stamp}.json").write_text(json.dumps(record, indent=2))
+    folder.write_json(f"{stamp}.json", record, indent=2)
     model = args.model or f"random {args.arch}"
-    (out / f"{stamp}.md").write_text(
-        f"Command: `{record['command']}`\n\nCommit: {record['commit']}\n\nHardware: {record['hardware']}\n\n"
+    folder.write_text(
+        f"{stamp}.md", provenance_markdown(run_provenance) +
         f"Model: {model}, {results[args.modes[0]]['params_m']:.2f}M params, {asdict(args)}\n\n"
         + "\n".join(lines) + "\n")
     return record

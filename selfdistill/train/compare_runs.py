@@ -40,7 +40,8 @@ def check_config(cfg: CompareConfig) -> None:
 
 def run_compare_runs(cfg: CompareConfig) -> str:
     """Print the table of ``cfg.runs`` (and write it to ``cfg.out``); returns it."""
-    from selfdistill.provenance import provenance, write_markdown_report
+    from selfdistill.provenance import provenance
+    from selfdistill.run_folder import write_markdown_report
     from selfdistill.train.compare import comparison_table, read_metrics
 
     labels = cfg.labels or [f"run{i + 1}" for i in range(len(cfg.runs))]

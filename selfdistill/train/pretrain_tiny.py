@@ -24,6 +24,7 @@ from transformers import (AutoModelForCausalLM, AutoTokenizer, DataCollatorForSe
 
 from selfdistill.data.prompts import render_training_text
 from selfdistill.provenance import provenance
+from selfdistill.run_folder import RunFolder, provenance_record
 from selfdistill.train.config import default_bf16, gpu_visible
 from selfdistill.data.synthetic import synthetic_dataset
 from selfdistill.models.tiny import ASSET_DIR, TinyModelShape, build_tiny_llama, train_tokenizer
@@ -99,8 +100,7 @@ def run_pretrain_tiny(cfg: PretrainConfig, shape: TinyModelShape = TinyModelShap
     model.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
     shutil.rmtree(out / "_trainer", ignore_errors=True)
-    record = {
-        **run_provenance,
+    record = provenance_record(run_provenance, **{
         "config": asdict(cfg) | {"bf16": args_bf16, "shape": asdict(shape) if not cfg.init_from else "from init_from"},
         "parameters": sum(p.numel() for p in model.parameters()),
         "train_rows": len(train),
@@ -109,7 +109,7 @@ def run_pretrain_tiny(cfg: PretrainConfig, shape: TinyModelShape = TinyModelShap
         "wall_time_s": round(time.time() - started, 1),
         "total_wall_time_s": round(time.time() - started + sum(e["wall_time_s"] for e in earlier_stages), 1),
         "earlier_stages": earlier_stages,
-    }
-    (out / "pretrain_record.json").write_text(json.dumps(record, indent=1))
+    })
+    RunFolder(out).write_json("pretrain_record.json", record)
     print(json.dumps({k: v for k, v in record.items() if k not in ("loss_history", "earlier_stages")}, indent=1))
     return out

@@ -27,6 +27,7 @@ import yaml
 from transformers import TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from selfdistill.paths import write_text_atomic
+from selfdistill.run_folder import ChangedOptionsError, refuse_changed
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +45,7 @@ RESUME_MAY_CHANGE = frozenset({
     "gated_shared_prefix"})  # a compute path only: the same loss and gradients up to rounding
 
 
-class ResumeMismatchError(ValueError):
+class ResumeMismatchError(ChangedOptionsError):
     """A resume whose settings differ from its checkpoint's beyond :data:`RESUME_MAY_CHANGE`."""
 
 
@@ -95,19 +96,19 @@ def checkpoint_step(checkpoint: str) -> int:
     return int(json.loads((Path(checkpoint) / _TRAINER_STATE).read_text())["global_step"])
 
 
-def changed_settings(cfg, checkpoint: str) -> dict[str, tuple]:
-    """``{field: (checkpoint's value, requested value)}`` for the fields outside :data:`RESUME_MAY_CHANGE` that
-    differ from the config stored with ``checkpoint`` (or beside it, in its run's folder)."""
+def check_resumed_settings(cfg, checkpoint: str) -> None:
+    """Refuse (:class:`ResumeMismatchError`) a resume whose settings differ, outside :data:`RESUME_MAY_CHANGE`, from
+    the config stored with ``checkpoint`` (or beside it, in its run's folder), naming each changed field."""
     for path in (Path(checkpoint) / RESOLVED_CONFIG, Path(checkpoint).parent / RESOLVED_CONFIG):
         if path.is_file():
             stored = yaml.safe_load(path.read_text()) or {}
             break
     else:
         logger.warning("%s has no %s beside it: the resumed settings cannot be checked", checkpoint, RESOLVED_CONFIG)
-        return {}
-    from selfdistill.provenance import differences
-
-    return {k: v for k, v in differences(stored, config_record(cfg)).items() if k not in RESUME_MAY_CHANGE}
+        return
+    refuse_changed(stored, config_record(cfg), may_change=RESUME_MAY_CHANGE, where=f"checkpoint {checkpoint}",
+                   hint=f"Only {sorted(RESUME_MAY_CHANGE)} may change on resume; start a new run in another "
+                        "output_dir for the rest.", error=ResumeMismatchError)
 
 
 def truncate_metrics(output_dir: str, step: int) -> None:
@@ -169,11 +170,7 @@ def prepare_output_dir(cfg) -> None:
         return
     if resume is not None:
         check_resume_target(resume, cfg.output_dir)
-        changed = changed_settings(cfg, resume)
-        if changed:
-            raise ResumeMismatchError(f"resuming {resume} with changed settings (checkpoint's, requested): {changed}. "
-                                      f"Only {sorted(RESUME_MAY_CHANGE)} may change; start a new run in another "
-                                      "output_dir for the rest")
+        check_resumed_settings(cfg, resume)
         remove_stale_saves(cfg.output_dir)
         truncate_metrics(cfg.output_dir, checkpoint_step(resume))
     elif os.path.isdir(cfg.output_dir) and os.listdir(cfg.output_dir) and not unstarted(cfg.output_dir):

@@ -19,6 +19,7 @@ import yaml
 from selfdistill.train.layout import num_source_tokens_needed
 from selfdistill.train.run_dir import METRICS_FILE, RESOLVED_CONFIG, RUN_RECORD
 from selfdistill.paths import write_text_atomic
+from selfdistill.run_folder import provenance_record, read_provenance
 
 #: What a lineage entry keeps of a run's record.
 SUMMARY_KEYS = ("command", "commit", "hardware", "time_utc", "wall_time_s", "steps", "dataset", "init_adapter",
@@ -34,6 +35,12 @@ def consumed(config: dict, steps: int, logged: list[dict]) -> dict:
     return {"raw_tokens": steps * batch * window, "loss_items": sum(int(r.get("loss_items", 0)) for r in logged)}
 
 
+def summarise(record: dict) -> dict:
+    """A lineage entry: :data:`SUMMARY_KEYS` of a run record, its provenance flattened in (either record shape)."""
+    flat = read_provenance(record) | {k: v for k, v in record.items() if k != "provenance"}
+    return {k: flat[k] for k in SUMMARY_KEYS if k in flat}
+
+
 def lineage(adapter_dir: str | os.PathLike) -> list[dict]:
     """The runs behind the adapter in ``adapter_dir``, newest first: its own run's summary, then that run's lineage."""
     folder = Path(adapter_dir)
@@ -41,7 +48,7 @@ def lineage(adapter_dir: str | os.PathLike) -> list[dict]:
     if not path.is_file():
         return [{"adapter": str(adapter_dir), "unknown": f"no {RUN_RECORD} in the adapter folder"}]
     record = json.loads(path.read_text())
-    summary = {k: record[k] for k in SUMMARY_KEYS if k in record}
+    summary = summarise(record)
     if "raw_tokens" not in summary and (folder / RESOLVED_CONFIG).is_file():
         config = yaml.safe_load((folder / RESOLVED_CONFIG).read_text())
         metrics = folder / METRICS_FILE
@@ -57,9 +64,10 @@ def totals(runs: list[dict]) -> dict:
     return out | {"runs": len(runs), "unknown_runs": sum("unknown" in r for r in runs)}
 
 
-def write_run_record(cfg, trainer, record: dict, wall_time_s: float) -> Path:
-    """``record`` (provenance taken when the run started) plus wall time, steps, tokens, the first and last logged
-    metrics and, for a warm start, the lineage and its totals; written atomically by the main process."""
+def write_run_record(cfg, trainer, run_provenance: dict, wall_time_s: float) -> Path:
+    """The run's record (:func:`~selfdistill.run_folder.provenance_record` of ``run_provenance``, taken when the run
+    started): wall time, steps, tokens, the first and last logged metrics and, for a warm start, the lineage and its
+    totals; written atomically by the main process."""
     from selfdistill.models.loader import resolve_model_path
     from selfdistill.train.run_dir import config_record
 
@@ -68,11 +76,12 @@ def write_run_record(cfg, trainer, record: dict, wall_time_s: float) -> Path:
         logged = [h for h in trainer.state.log_history if "loss" in h]
         config = config_record(cfg) | {"world_size": cfg.world_size}
         steps = trainer.state.global_step
-        record = record | {"wall_time_s": round(wall_time_s, 1), "steps": steps, "dataset": cfg.dataset,
-                           "init_adapter": cfg.init_adapter} | consumed(config, steps, logged) | {
-            "first_logged": logged[0] if logged else None, "last_logged": logged[-1] if logged else None}
+        record = provenance_record(
+            run_provenance, wall_time_s=round(wall_time_s, 1), steps=steps, dataset=cfg.dataset,
+            init_adapter=cfg.init_adapter, **consumed(config, steps, logged),
+            first_logged=logged[0] if logged else None, last_logged=logged[-1] if logged else None)
         if cfg.init_adapter:
             record["lineage"] = lineage(resolve_model_path(cfg.init_adapter))
-            record["total"] = totals([{k: record[k] for k in SUMMARY_KEYS if k in record}, *record["lineage"]])
+            record["total"] = totals([summarise(record), *record["lineage"]])
         write_text_atomic(path, json.dumps(record, indent=1))
     return path

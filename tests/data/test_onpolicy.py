@@ -149,13 +149,14 @@ def test_an_onpolicy_spec_names_what_is_wrong(tmp_path):
 
 def test_recipe_refuses_a_folder_of_another_run(recipe, tmp_path):
     out = tmp_path / "op"
-    recipe.claim_folder(out, recipe.fingerprint(_cfg(recipe, out)))
+    recipe.claim_folder(_cfg(recipe, out))
+    recipe.claim_folder(_cfg(recipe, out, num_threads=2))  # speed only: the same run
     with pytest.raises(FileExistsError, match="other options.*limit"):
-        recipe.claim_folder(out, recipe.fingerprint(_cfg(recipe, out, limit=7)))
+        recipe.claim_folder(_cfg(recipe, out, limit=7))
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "x.txt").write_text("x")
     with pytest.raises(FileExistsError, match="not empty"):
-        recipe.claim_folder(tmp_path / "other", recipe.fingerprint(_cfg(recipe, tmp_path / "other")))
+        recipe.claim_folder(_cfg(recipe, tmp_path / "other"))
 
 
 @pytest.mark.parametrize("over, message", [

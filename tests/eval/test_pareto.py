@@ -87,7 +87,7 @@ def test_tiny_sweep_writes_reports_and_resumes(pareto, ckpt, tmp_path, monkeypat
         "generate", "static_k2", "conf_adapt_0.9_kmax16"]
 
     # Other conditions under the same name are refused; --overwrite redoes everything requested.
-    with pytest.raises(ValueError, match="different conditions"):
+    with pytest.raises(ValueError, match="other options"):
         pareto.run_pareto(replace(cfg, max_new_tokens=5, plots=False))
     calls.clear()
     pareto.run_pareto(replace(cfg, max_new_tokens=5, overwrite=True, plots=False))
@@ -234,7 +234,7 @@ def test_a_pair_stored_before_a_strategy_option_existed_still_resumes(tmp_path):
                                        "mask_margin": None}  # as older commits wrote it
     run.write_text(json.dumps(stored))
     assert store.load("gsm8k", setting) == {"accuracy": 0.5}
-    with pytest.raises(ValueError, match="different conditions"):
+    with pytest.raises(ValueError, match="other options"):
         SweepStore(tmp_path, fingerprint={"limit": 4}).load("gsm8k", setting)
 
 

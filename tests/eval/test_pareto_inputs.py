@@ -18,7 +18,7 @@ def test_threads_host_and_torch_are_conditions_and_recorded_per_row(pareto, ckpt
     assert rows and all(r["num_threads"] == "1" and r["host"] for r in rows)
     result = json.loads((root / "summary.json").read_text())["results"]["synthetic"][0]
     assert {"num_threads", "host", "hardware", "torch"} <= set(result)
-    with pytest.raises(ValueError, match="different conditions.*'num_threads': \\(1, 2\\)"):
+    with pytest.raises(ValueError, match="other options.*'num_threads': \\(1, 2\\)"):
         pareto.run_pareto(replace(cfg, num_threads=2))
 
 

@@ -39,7 +39,7 @@ def test_a_tiny_run_writes_its_record(tmp_path):
     record = json.loads(next(tmp_path.glob("*.json")).read_text())
     assert set(record["results"]) == {"sft", "distill", "distill_gated", "distill_gated_packed"}
     assert record["settings"]["hidden_size"] == 32
-    assert record["ratios"]["distill_over_sft"]["time"] > 0 and record["commit"]
+    assert record["ratios"]["distill_over_sft"]["time"] > 0 and record["provenance"]["commit"]
     # gated LoRA trains the adapters and the mask row only; the other modes train every weight
     trainable = {m: r["trainable_params_m"] for m, r in record["results"].items()}
     assert trainable["distill_gated"] == trainable["distill_gated_packed"] < trainable["sft"] == trainable["distill"]

@@ -196,7 +196,7 @@ def test_the_recipe_on_the_default_config_writes_checkpoint_and_run_record(tmp_p
                         "--disable_tqdm", "true"])
     run_online_distill(cfg)
     record = json.loads((tmp_path / RUN_RECORD).read_text())
-    assert {"command", "commit", "hardware", "versions", "time_utc"} <= set(record)
+    assert {"command", "commit", "hardware", "versions", "time_utc"} <= set(record["provenance"])
     assert record["steps"] == 2 and record["wall_time_s"] > 0
     assert record["first_logged"]["step"] == 1 and record["last_logged"]["step"] == 2
     assert (tmp_path / RESOLVED_CONFIG).is_file()
