@@ -57,27 +57,27 @@ class SelfDistillLM(HFLM):
         # the registry parses and validates them (NaN / negative thresholds, options the strategy lacks refused).
         options = pop_options(kwargs)
         self.setting = DecodeSetting(strategy=strategy, **options)
-        from selfdistill.models.loader import default_dtype
+        from selfdistill.models.calibration import calibration_from
+        from selfdistill.models.loader import default_dtype, finish_loading
+        from selfdistill.models.mask_token import mask_token_id_from, mask_token_ids, require_mask_token
 
         kwargs.setdefault("device", default_device())
         kwargs["dtype"] = kwargs.get("dtype") or default_dtype(kwargs["device"])  # bf16 on CUDA, fp32 on CPU
         if isinstance(pretrained, str):  # after the options are checked: an adapter folder loads here
-            pretrained, kwargs = _resolve_pretrained(pretrained, kwargs)
+            pretrained, kwargs, cmap = _resolve_pretrained(pretrained, kwargs)
+        else:
+            cmap = calibration_from(pretrained)
         super().__init__(pretrained=pretrained, **kwargs)
-        from selfdistill.models.mask_token import add_mask_token as add_mask
-        from selfdistill.models.mask_token import mask_token_id_from, mask_token_ids, require_mask_token
-
+        needs_mask = self.setting.unit.needs_mask_token
+        if needs_mask and mask_token_id_from(self.model) is None and not _as_bool(add_mask_token):
+            require_mask_token(self.model, needed_by=f"strategy {strategy!r}",
+                               remedy="use a distilled checkpoint or add_mask_token=True (untrained mask, step-0 "
+                                      "baseline)")
+        # the loader's own last step, wherever the weights came from: the folder's confidence map, a seeded
+        # untrained mask row (as pareto's and bench_decode's)
+        finish_loading(self.model, self.tokenizer, calibration=cmap,
+                       add_mask_token=needs_mask and _as_bool(add_mask_token))
         self.setting = DecodeSetting.for_model(self.model, strategy, **options)  # its trained k_max, its map
-
-        if self.setting.unit.needs_mask_token and mask_token_id_from(self.model) is None:
-            if not _as_bool(add_mask_token):
-                require_mask_token(self.model, needed_by=f"strategy {strategy!r}",
-                                   remedy="use a distilled checkpoint or add_mask_token=True (untrained mask, step-0 "
-                                          "baseline)")
-            import torch
-
-            torch.manual_seed(0)  # the untrained row is drawn at random: seeded, as pareto's and bench_decode's
-            add_mask(self.model, self.tokenizer)
         self._mask_ids = mask_token_ids(self.tokenizer)
         #: Also decode every request with plain ``generate`` and report agreement with it (twice the decoding).
         self.agreement = _as_bool(agreement)
@@ -186,19 +186,21 @@ def add_decode_metrics(results: dict) -> dict:
 
 
 def _resolve_pretrained(name: str, kwargs: dict):
-    """Aliases and paths through :mod:`selfdistill.models.loader`. A gated-LoRA adapter folder is loaded there
-    (HFLM cannot apply it) and handed to HFLM as a model with its tokenizer; anything else stays a path, which HFLM
-    loads itself (so its multi-GPU options keep working)."""
-    from selfdistill.models.loader import is_adapter_folder, load_model, resolve_model_path
+    """``(pretrained, kwargs, confidence map)``: aliases and paths through :mod:`selfdistill.models.loader`. A
+    gated-LoRA adapter folder is loaded there (HFLM cannot apply it) and handed to HFLM as a model with its
+    tokenizer; anything else stays a path, which HFLM loads itself (so its multi-GPU options keep working), with
+    the folder's confidence map read (and validated) before any weights load, for :func:`finish_loading`."""
+    from selfdistill.models.calibration import calibration_from
+    from selfdistill.models.loader import calibration_at, is_adapter_folder, load_model, resolve_model_path
 
     path = resolve_model_path(name)
     if not is_adapter_folder(path):
-        return path, kwargs
+        return path, kwargs, calibration_at(path)
     kwargs = dict(kwargs)
     device = kwargs.get("device") or default_device()
     model, tokenizer = load_model(path, dtype=kwargs.pop("dtype", None), device=device)
     kwargs["tokenizer"] = tokenizer
-    return model, kwargs
+    return model, kwargs, calibration_from(model)
 
 
 def default_device(*, cuda: bool | None = None, env=None) -> str:

@@ -147,8 +147,6 @@ def load_model(name_or_path: str, *, dtype: str | torch.dtype | None = None, dev
     cmap = calibration_at(path) if calibration else None  # validated before any weights load
     with _hub_errors(name_or_path, path):
         tokenizer = AutoTokenizer.from_pretrained(path)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
     if is_adapter_folder(path):
         base = adapter_base(path)
         model, _ = load_model(base, dtype=dtype, attn_implementation=attn_implementation)
@@ -157,14 +155,26 @@ def load_model(name_or_path: str, *, dtype: str | torch.dtype | None = None, dev
         extra = {} if attn_implementation is None else {"attn_implementation": attn_implementation}
         with _hub_errors(name_or_path, path):
             model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, **extra)
-    set_calibration(model, cmap)
+    model, tokenizer = finish_loading(model, tokenizer, calibration=cmap, add_mask_token=add_mask_token, seed=seed)
+    if device is not None:
+        model = model.to(resolve_device(device))
+    return model, tokenizer
+
+
+def finish_loading(model, tokenizer, *, calibration: ConfidenceMap | None, add_mask_token: bool = False,
+                   seed: int = 0):
+    """What every model loaded for decoding gets once its weights are in, whoever loaded them (:func:`load_model`,
+    or lm-eval's ``HFLM`` for a plain checkpoint): a pad token (EOS if it had none), its folder's confidence map
+    (:func:`calibration_at`, read before the weights), an untrained ``<mtp>`` row when ``add_mask_token`` (drawn
+    from a generator seeded by ``seed``; a no-op for a model that has one), and eval mode."""
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    set_calibration(model, calibration)
     if add_mask_token:
         from selfdistill.models.mask_token import add_mask_token as add_mask
 
         torch.manual_seed(seed)  # the new row is drawn at random (mean/covariance resizing)
         add_mask(model, tokenizer)
-    if device is not None:
-        model = model.to(resolve_device(device))
     return model.eval(), tokenizer
 
 

@@ -97,6 +97,20 @@ def test_an_unset_k_max_is_the_models_trained_one(tmp_path):
     assert lm.setting.k_max == 6
 
 
+def test_a_checkpoint_folder_decodes_as_the_sweep_decodes_it_with_its_confidence_map():
+    """HFLM loads a plain checkpoint itself; the loader's last step (finish_loading) still attaches the folder's
+    confidence map, so ConfAdapt runs calibrated here as in the sweep (it ran on raw softmax before)."""
+    from selfdistill.eval.evaluation import DecodeSetting
+    from selfdistill.eval.harness import SelfDistillLM
+    from selfdistill.models.calibration import calibration_from
+    from selfdistill.models.loader import load_model
+
+    lm = SelfDistillLM(pretrained="tiny-student", strategy="conf_adapt", device="cpu", dtype="float32")
+    swept, _ = load_model("tiny-student", dtype="float32")
+    assert lm.setting == DecodeSetting.for_model(swept, "conf_adapt") and lm.setting.calibrated is True
+    assert calibration_from(lm.model) == calibration_from(swept) is not None
+
+
 def test_any_option_the_registry_declares_is_a_model_arg(tmp_path):
     from selfdistill.eval.harness import SelfDistillLM
 
