@@ -13,6 +13,9 @@ Families (``row["task"]``):
 - ``bbh`` and ``synth_bbh``: BBH's own ``"Q: {input}\\nA: Let's think step by step.\\n"``; few-shot prepends the
   task's description and 3-shot CoT prompt from ``cot-prompts/{subtask}.txt`` (canary dropped), byte-for-byte
   lm-eval 0.4.13's ``bbh_cot_fewshot`` prompt.
+- ``chat``: a free-form user message, given as it is (no framing, no few-shot form), followed by its answer; rows a
+  model wrote itself (Magpie-style prompts, :mod:`selfdistill.data.magpie`) are of this family. No reference answer:
+  they are trained on, not graded.
 """
 
 from __future__ import annotations
@@ -26,16 +29,17 @@ STYLES = ("zero_shot", "few_shot")
 GSM_FAMILY = ("gsm8k",)
 METAMATH_FAMILY = ("metamathqa", "synth_gsm")
 BBH_FAMILY = ("bbh", "synth_bbh")
+CHAT_FAMILY = ("chat",)
 
 BBH_COT_TRIGGER = "A: Let's think step by step.\n"
 BBH_CANARY_SEPARATOR = "-----\n"
 
 
 def _family(task: str) -> str:
-    for fam in (GSM_FAMILY, METAMATH_FAMILY, BBH_FAMILY):
+    for fam in (GSM_FAMILY, METAMATH_FAMILY, BBH_FAMILY, CHAT_FAMILY):
         if task in fam:
             return fam[0]
-    raise ValueError(f"unknown task {task!r}; known: {GSM_FAMILY + METAMATH_FAMILY + BBH_FAMILY}")
+    raise ValueError(f"unknown task {task!r}; known: {GSM_FAMILY + METAMATH_FAMILY + BBH_FAMILY + CHAT_FAMILY}")
 
 
 def bbh_fewshot_header(cot_prompt_text: str) -> str:
@@ -61,6 +65,10 @@ def render_prompt(row: dict, *, style: str = "zero_shot", fewshot_prefix: str = 
         raise ValueError(f"unknown prompt style {style!r}; choose from {STYLES}")
     family = _family(row["task"])
     prefix = fewshot_prefix if style == "few_shot" else ""
+    if family == "chat":
+        if style == "few_shot":
+            raise ValueError("chat rows have no few-shot form; use style='zero_shot'")
+        return row["question"]
     if family == "gsm8k":
         if style == "few_shot":
             return f"{prefix}Q: {row['question']}\nA:"

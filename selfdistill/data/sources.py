@@ -3,8 +3,9 @@
 Specs (:func:`load_rows`): ``synthetic`` / ``synthetic:<tasks>`` (the embedded world), ``metamathqa`` /
 ``metamathqa:<path or hub id>`` (grouped train/validation split), ``gsm8k`` / ``gsm8k:<path>`` (its dev questions
 never train), ``onpolicy:<folder>`` (a model's own answers written by ``scripts/onpolicy_data.py``, joined
-by id with the dataset they answer), or a local ``.json``/``.jsonl``/``.parquet`` file or ``save_to_disk`` folder
-already in the schema.
+by id with the dataset they answer; with ``--dataset magpie``, its own questions too), a local
+``.json``/``.jsonl``/``.parquet`` file or ``save_to_disk`` folder already in the schema, or several of these joined
+by `` + `` (a mix: each split on its own, then concatenated; the trainer shuffles).
 The trainer (``selfdistill.train``) and the on-policy data recipe (``selfdistill.eval.onpolicy_data``) read them here.
 """
 
@@ -18,6 +19,8 @@ import datasets
 from selfdistill.data.prompts import SCHEMA
 
 SPLITS = ("train", "validation")
+#: Joins specs into one dataset, each split on its own: ``onpolicy:a + onpolicy:b``.
+MIX = " + "
 LOCAL_SUFFIXES = (".json", ".jsonl", ".parquet")
 
 
@@ -30,7 +33,16 @@ def load_rows(spec: str, *, split: str = "train", seed: int = 0, validation_frac
     """
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    if MIX in spec:
+        parts = [part.strip() for part in spec.split(MIX)]
+        return datasets.concatenate_datasets([
+            load_rows(part, split=split, seed=seed, validation_fraction=validation_fraction,
+                      synthetic_rows_per_subtask=synthetic_rows_per_subtask).select_columns(list(SCHEMA))
+            for part in parts])
     name, _, arg = spec.partition(":")
+    if name == "magpie":
+        raise ValueError("'magpie' rows are written by scripts/onpolicy_data.py --dataset magpie (the model samples "
+                         "its own questions); train on that folder with 'onpolicy:<folder>'")
     if name == "synthetic":
         from selfdistill.data.synthetic import synthetic_dataset
 
@@ -68,13 +80,18 @@ def load_rows(spec: str, *, split: str = "train", seed: int = 0, validation_frac
 def _load_onpolicy(folder: str) -> datasets.Dataset:
     """The finished on-policy rows of ``folder``, joined with the train rows of the dataset they were decoded from
     (as the folder's fingerprint names it: spec, seed, validation fraction)."""
+    from selfdistill.data.magpie import MAGPIE, magpie_rows
     from selfdistill.data.onpolicy import join_onpolicy, read_onpolicy_folder
 
     if not folder:
         raise ValueError("dataset 'onpolicy:' needs a folder: 'onpolicy:<folder written by scripts/onpolicy_data.py>'")
     fp, records = read_onpolicy_folder(folder)
-    source = load_rows(fp["dataset"], split="train", seed=fp["seed"], validation_fraction=fp["validation_fraction"])
-    rows = join_onpolicy(source.to_list(), records)
+    if fp["dataset"] == MAGPIE:  # the model wrote the questions too: the records hold them, nothing to join
+        rows = magpie_rows(records)
+    else:
+        source = load_rows(fp["dataset"], split="train", seed=fp["seed"],
+                           validation_fraction=fp["validation_fraction"])
+        rows = join_onpolicy(source.to_list(), records)
     if not rows:
         raise ValueError(f"{folder}: no finished on-policy row yet ({len(records)} written): nothing to train on")
     return datasets.Dataset.from_list(rows)

@@ -162,11 +162,12 @@ def evaluate(model, tokenizer, rows: Sequence[dict], setting: DecodeSetting, *, 
         seconds += time.perf_counter() - start
         for i, gen in zip(batch, gens):
             row = rows[i]
-            grader = grader_for_task(row["task"])
+            grader = grader_for_task(row["task"]) if row["answer"] else None  # no reference: decoded, not graded
             records[i] = {
                 "id": row["id"], "task": row["task"], "subtask": row["subtask"], "setting": setting.name,
                 "completion": gen.text,  # no gold answer: records are committed, benchmark labels are not
-                "extracted": EXTRACTORS[grader](gen.text), "correct": bool(grade(grader, gen.text, row["answer"])),
+                "extracted": EXTRACTORS[grader](gen.text) if grader else None,
+                "correct": bool(grader and grade(grader, gen.text, row["answer"])),
                 "new_tokens": gen.new_tokens, "forward_passes": gen.forward_passes,
                 "tokens_per_forward": gen.new_tokens / max(gen.forward_passes, 1),
                 "draft_checks": gen.draft_checks,
