@@ -10,7 +10,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-LOSS_MODES = ("hard_ce", "soft_kl", "gt_ce", "reward_weighted")
+LOSS_MODES = ("hard_ce", "soft_kl", "kl_ce", "gt_ce", "reward_weighted")
+#: ``kl_ce``'s weight of the hard CE term beside the soft KL (PARD-2's mix).
+KL_CE_WEIGHT = 0.1
 
 
 def weighted_mean(values: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
@@ -47,6 +49,13 @@ def soft_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, weight: 
     log_s = _log_probs(student_logits)
     kl = (log_t.exp() * (log_t - log_s)).sum(-1)
     return weighted_mean(kl, weight)
+
+
+def kl_ce(student_logits: torch.Tensor, teacher_logits: torch.Tensor, weight: torch.Tensor | None = None, *,
+          ce_weight: float = KL_CE_WEIGHT) -> torch.Tensor:
+    """``soft_kl + ce_weight * hard_ce`` (PARD-2's mix: the teacher's distribution, sharpened toward its argmax).
+    ``[..., k, V] -> []``."""
+    return soft_kl(student_logits, teacher_logits, weight) + ce_weight * hard_ce(student_logits, teacher_logits, weight)
 
 
 def gt_ce(student_logits: torch.Tensor, targets: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
@@ -90,6 +99,8 @@ def distill_loss(mode: str, student_logits: torch.Tensor, *, teacher_logits: tor
         loss = hard_ce(student_logits, _need(teacher_logits, "teacher_logits", mode), weight)
     elif mode == "soft_kl":
         loss = soft_kl(student_logits, _need(teacher_logits, "teacher_logits", mode), weight)
+    elif mode == "kl_ce":
+        loss = kl_ce(student_logits, _need(teacher_logits, "teacher_logits", mode), weight)
     elif mode == "gt_ce":
         loss = gt_ce(student_logits, _need(targets, "targets", mode), weight)
     elif mode == "reward_weighted":

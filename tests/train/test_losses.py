@@ -80,10 +80,20 @@ def test_against_naive_loop():
     assert losses.reward_weighted(s, t, y, w).item() == pytest.approx(rw / n, rel=1e-12)
 
 
+def test_kl_ce_is_the_kl_plus_a_tenth_of_the_hard_ce_hand_case():
+    # teacher uniform over 3 (argmax: index 0), student (1/4, 1/2, 1/4): KL = ln(1/3) - (ln 1/4 + ln 1/2 + ln 1/4) / 3,
+    # hard CE = -ln(1/4)
+    kl = math.log(1 / 3) - (2 * math.log(1 / 4) + math.log(1 / 2)) / 3
+    s, t = QUARTER_HALF.expand(1, 1, 3), UNIFORM.expand(1, 1, 3)
+    assert losses.kl_ce(s, t).item() == pytest.approx(kl + 0.1 * math.log(4), rel=1e-12)
+    assert losses.distill_loss("kl_ce", s, teacher_logits=t).item() == losses.kl_ce(s, t).item()
+    assert losses.kl_ce(s, t, ce_weight=0.0).item() == losses.soft_kl(s, t).item()
+
+
 def test_teacher_gets_no_gradient():
     s = torch.randn(2, 3, 5, requires_grad=True)
     t = torch.randn(2, 3, 5, requires_grad=True)
-    for mode in ("hard_ce", "soft_kl", "reward_weighted"):
+    for mode in ("hard_ce", "soft_kl", "kl_ce", "reward_weighted"):
         loss = losses.distill_loss(mode, s, teacher_logits=t, chunk=s.argmax(-1))
         loss.backward()
         assert t.grad is None and s.grad is not None
