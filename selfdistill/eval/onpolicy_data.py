@@ -138,6 +138,8 @@ def decode_chunk(model, tokenizer, rows: list[dict], setting, cfg: OnPolicyConfi
     from selfdistill.data.onpolicy import onpolicy_record
     from selfdistill.eval.evaluation import evaluate
 
+    if not rows:  # a Magpie chunk whose every sampled turn was dropped
+        return []
     records, _ = evaluate(model, tokenizer, rows, setting, batch_size=cfg.batch_size,
                           max_new_tokens=cfg.max_new_tokens, style="zero_shot", chat=cfg.chat_template)
     return [onpolicy_record(rec, max_new_tokens=cfg.max_new_tokens)
