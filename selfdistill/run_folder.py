@@ -92,7 +92,9 @@ class RunFolder:
         return self.root / name
 
     def write_text(self, name: str | os.PathLike, text: str) -> Path:
-        """``<root>/<name>`` written atomically (parent folders created)."""
+        """``<root>/<name>`` written atomically (parent folders created); ``name`` is relative to the folder."""
+        if Path(name).is_absolute() or Path(name).parts[:1] == ("..",):
+            raise ValueError(f"{name}: a run folder's file name is relative to the folder ({self.root})")
         return write_text_atomic(self.root / name, text)
 
     def write_json(self, name: str | os.PathLike, obj, *, indent: int = 1, **dumps) -> Path:

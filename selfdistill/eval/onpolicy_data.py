@@ -205,7 +205,8 @@ def run_onpolicy_data(cfg: OnPolicyConfig) -> str:
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
     parts = question_chunks(cfg)
-    paths = [folder.path(f"{CHUNKS_DIR}/{i:05d}.jsonl") for i in range(len(parts))]
+    names = [f"{CHUNKS_DIR}/{i:05d}.jsonl" for i in range(len(parts))]  # relative to the folder
+    paths = [folder.path(name) for name in names]
     todo = [i for i, p in enumerate(paths) if not p.is_file()]
     started, model = time.time(), None
     for n, i in enumerate(todo, 1):
@@ -214,7 +215,7 @@ def run_onpolicy_data(cfg: OnPolicyConfig) -> str:
             setting = DecodeSetting.for_model(model, cfg.strategy)  # an adapter's own trained k_max
         tic = time.time()
         done = decode_chunk(model, tokenizer, parts[i](model, tokenizer), setting, cfg)
-        folder.write_text(paths[i], "".join(json.dumps(r) + "\n" for r in done))
+        folder.write_text(names[i], "".join(json.dumps(r) + "\n" for r in done))
         print(f"chunk {i + 1}/{len(parts)} ({n}/{len(todo)} this run): {len(done)} rows in {time.time() - tic:.0f} s")
     _, every = read_onpolicy_folder(out)
     kept = sum(r["finished"] for r in every)

@@ -90,14 +90,15 @@ def _records(out):
     return [json.loads(line) for p in sorted((out / "chunks").iterdir()) for line in p.read_text().splitlines()]
 
 
-def test_recipe_samples_turns_answers_them_greedily_and_resumes(chat_teacher, tmp_path):
+def test_recipe_samples_turns_answers_them_greedily_and_resumes(chat_teacher, tmp_path, monkeypatch):
     from selfdistill.data.prompts import apply_chat_template
     from selfdistill.data.sources import load_rows
     from selfdistill.eval.onpolicy_data import run_onpolicy_data
     from selfdistill.models.loader import load_model
 
+    monkeypatch.chdir(tmp_path)  # a relative --out, as the documented commands give it
     out = tmp_path / "mp"
-    spec = run_onpolicy_data(_cfg(chat_teacher, out))
+    spec = run_onpolicy_data(_cfg(chat_teacher, "mp"))
     every = _records(out)
     assert every and all(r["id"].startswith("magpie-0-") and r["question"] for r in every)
     assert len({r["id"] for r in every}) == len(every) <= 24
@@ -115,7 +116,8 @@ def test_recipe_samples_turns_answers_them_greedily_and_resumes(chat_teacher, tm
 
     first = (out / "chunks" / "00000.jsonl").read_text()
     (out / "chunks" / "00001.jsonl").unlink()
-    run_onpolicy_data(_cfg(chat_teacher, out))  # the lost chunk samples the same turns again
+    run_onpolicy_data(_cfg(chat_teacher, "mp"))  # the lost chunk samples the same turns again
+    assert sorted(p.name for p in out.iterdir()) == ["chunks", "fingerprint.json", "meta.json"]
     assert (out / "chunks" / "00000.jsonl").read_text() == first and _records(out) == every
 
     mixed = load_rows(f"{spec} + synthetic:synth_gsm", split="train", synthetic_rows_per_subtask=5)
