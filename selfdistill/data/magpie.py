@@ -15,8 +15,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import NamedTuple
 
-from selfdistill.data.prompts import SCHEMA
-
 #: The ``--dataset`` name of self-generated prompts, the ``task`` of their rows and their ``subtask``.
 MAGPIE, CHAT_TASK = "magpie", "chat"
 _SENTINEL = "\u2063MAGPIE\u2063"  # text no template writes: where the user's message goes
@@ -75,6 +73,5 @@ def magpie_rows(records: Sequence[dict]) -> list[dict]:
         key = " ".join(rec["question"].lower().split())
         if rec["finished"] and key not in seen:
             seen.add(key)
-            out.append({k: v for k, v in magpie_question_row(rec["id"], rec["question"]).items() if k in SCHEMA}
-                       | {"solution": rec["completion"]})
+            out.append(magpie_question_row(rec["id"], rec["question"]) | {"solution": rec["completion"]})
     return out

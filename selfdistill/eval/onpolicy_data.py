@@ -206,8 +206,7 @@ def run_onpolicy_data(cfg: OnPolicyConfig) -> str:
         torch.set_num_threads(cfg.num_threads)
     parts = question_chunks(cfg)
     names = [f"{CHUNKS_DIR}/{i:05d}.jsonl" for i in range(len(parts))]  # relative to the folder
-    paths = [folder.path(name) for name in names]
-    todo = [i for i, p in enumerate(paths) if not p.is_file()]
+    todo = [i for i, name in enumerate(names) if not folder.path(name).is_file()]
     started, model = time.time(), None
     for n, i in enumerate(todo, 1):
         if model is None:
