@@ -41,6 +41,28 @@ def count_ops(fn: Callable[[], object]) -> OpCount:
     return OpCount(sum(names.values()), compute, names)
 
 
+class OpTime(NamedTuple):
+    """One ``aten::`` op's calls and self CPU time per run of a profiled callable (see :func:`op_times`)."""
+
+    calls: float
+    self_us: float
+
+
+def op_times(fn: Callable[[], object], *, repeats: int) -> dict[str, OpTime]:
+    """Run ``fn()`` ``repeats`` times under the CPU profiler: each ``aten::`` op's calls and self CPU time (us), per
+    run. Unlike :func:`count_ops` this is a *time* (hardware- and load-dependent): what is left of a run's wall
+    time outside every op's self time is Python, hooks and the profiler's own cost."""
+    from torch.profiler import ProfilerActivity, profile
+
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats}")
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(repeats):
+            fn()
+    return {e.key: OpTime(e.count / repeats, e.self_cpu_time_total / repeats)
+            for e in prof.key_averages() if e.key.startswith("aten::")}
+
+
 def _inside_aten(event) -> bool:
     parent = event.cpu_parent
     while parent is not None:

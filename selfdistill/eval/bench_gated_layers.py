@@ -2,7 +2,9 @@
 one process: the shipped SmolLM2 adapter applied with today's layers and with the layers of an earlier commit (read
 from git), each timed on the decoder's pass shape (``--real`` real tokens then ``--masks`` masks over a warm cache),
 interleaved, with the bare one-token and all-real forwards beside them. Prints median ms and each relative to its
-one-token forward, and checks that both give the same logits.
+one-token forward, and checks that both give the same logits. With ``--profile N``, today's layers' all-real and
+masked passes also run N times each under the profiler: which ops the masks add, and how much of the pass is not
+in any op (Python and hooks).
 
     python scripts/bench_gated_layers.py --before 989898b --dtype bfloat16 --out results/bench_decode/gated_layers_epyc
 """
@@ -25,6 +27,7 @@ from transformers import DynamicCache
 from selfdistill.models import gated_lora as gl
 from selfdistill.models.loader import load_model
 from selfdistill.models.smollm2 import adapter_path
+from selfdistill.op_count import OpTime, op_times
 from selfdistill.paths import REPO_ROOT
 from selfdistill.provenance import provenance
 from selfdistill.run_folder import RunFolder, provenance_record
@@ -69,6 +72,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--context", type=int, default=150)
     p.add_argument("--repeats", type=int, default=25)
     p.add_argument("--num-threads", type=int, default=2)
+    p.add_argument("--profile", type=int, default=0,
+                   help="also profile today's layers' masked and all-real passes this many times each (op self times)")
     p.add_argument("--out", type=Path, required=True)
     return p.parse_args(argv)
 
@@ -97,6 +102,43 @@ def time_passes(models: dict, shapes: dict, *, context: int, repeats: int) -> di
     return times
 
 
+def profile_passes(model, shapes: dict, timed_ms: dict, *, context: int, repeats: int) -> dict:
+    """Today's layers' all-real and masked passes (the last two ``shapes``) under the profiler: per op, calls and
+    self ms per pass in each, sorted by what the masks add; and per shape, the timed median against the ops' summed
+    self time (the rest is Python, hooks and the profiler's own cost). Prints the top of the table."""
+    ctx = torch.randint(0, 1000, (1, context), generator=torch.Generator().manual_seed(0))
+    cache = DynamicCache(config=model.config)
+    model(input_ids=ctx, cache=cache, use_cache=True, logits_to_keep=torch.tensor([0]))
+    tables = {}
+    for shape in list(shapes)[-2:]:
+        ids, tail = shapes[shape]
+        ids_t, pos = torch.tensor([ids]), torch.arange(context, context + len(ids))[None]
+
+        def one_pass():
+            with gl.trailing_masks(model, tail):
+                model(input_ids=ids_t, position_ids=pos, cache=cache, use_cache=True,
+                      logits_to_keep=torch.arange(len(ids)))
+            cache.crop(-len(ids))
+
+        one_pass()
+        tables[shape] = op_times(one_pass, repeats=repeats)
+    (real, real_ops), (masked, masked_ops) = tables.items()
+    zero = OpTime(0.0, 0.0)
+    names = sorted(set(real_ops) | set(masked_ops),
+                   key=lambda n: real_ops.get(n, zero).self_us - masked_ops.get(n, zero).self_us)
+    ops = [{"op": n, "calls_real": real_ops.get(n, zero).calls, "ms_real": real_ops.get(n, zero).self_us / 1e3,
+            "calls_masked": masked_ops.get(n, zero).calls, "ms_masked": masked_ops.get(n, zero).self_us / 1e3}
+           for n in names]
+    totals = {shape: {"timed_ms": timed_ms[shape], "ops_self_ms": sum(t.self_us for t in table.values()) / 1e3}
+              for shape, table in tables.items()}
+    for shape, total in totals.items():
+        print(f"profile {shape:22s} timed {total['timed_ms']:7.2f} ms, ops' self time {total['ops_self_ms']:7.2f} ms")
+    for row in ops[:12]:
+        print(f"  {row['op']:32s} {row['calls_real']:6.0f} {row['ms_real']:7.2f} ms -> "
+              f"{row['calls_masked']:6.0f} {row['ms_masked']:7.2f} ms")
+    return {"repeats": repeats, "totals": totals, "ops": ops}
+
+
 def run_bench_gated_layers(argv=None) -> dict:
     """Parse ``argv``, time both layer versions, print the table and write ``<out>/<dtype>.json``."""
     args = parse_args(argv)
@@ -119,7 +161,13 @@ def run_bench_gated_layers(argv=None) -> dict:
                      "ratio_to_w1": statistics.median(values) / one})
         print(f"{args.dtype} {key:28s} {rows[-1]['ms']:8.2f} ms  x{rows[-1]['ratio_to_w1']:.2f}")
     print(f"max |after - before| logits: {diff.item():.3g}")
+    extra = {}
+    if args.profile:
+        timed = {row["shape"]: row["ms"] for row in rows if row["layers"] == "after"}
+        with torch.no_grad():
+            extra["profile"] = profile_passes(models["after"][0], shapes, timed, context=args.context,
+                                              repeats=args.profile)
     out = provenance_record(record, args={k: str(v) for k, v in vars(args).items()}, rows=rows,
-                            max_logit_difference=diff.item())
+                            max_logit_difference=diff.item(), **extra)
     RunFolder(args.out).write_json(f"{args.dtype}.json", out)
     return out

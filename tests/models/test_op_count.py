@@ -17,7 +17,7 @@ from selfdistill.decode.registry import make_strategy
 from selfdistill.models import gated_lora as gl
 from selfdistill.models.mask_token import mask_token_id_from
 from selfdistill.models.tiny import tiny_model
-from selfdistill.op_count import count_ops
+from selfdistill.op_count import count_ops, op_times
 
 ARCHS = ("llama", "qwen3")
 
@@ -71,3 +71,12 @@ def test_count_ops_counts_top_level_ops_and_leaves_views_out_of_compute():
     ops = count_ops(lambda: (x.view(12) + 1).reshape(3, 4).sum())
     assert ops.by_name["aten::add"] == 1 and ops.by_name["aten::sum"] == 1
     assert ops.compute == 2 and ops.all == ops.compute + ops.by_name["aten::view"] + ops.by_name["aten::reshape"]
+
+
+def test_op_times_counts_calls_per_run_and_refuses_no_runs():
+    a = torch.ones(8, 8)
+    times = op_times(lambda: (a @ a) @ a + 1, repeats=3)
+    assert times["aten::mm"].calls == 2 and times["aten::add"].calls == 1
+    assert all(t.self_us >= 0 for t in times.values())
+    with pytest.raises(ValueError, match="repeats"):
+        op_times(lambda: a + 1, repeats=0)
