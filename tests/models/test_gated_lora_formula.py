@@ -141,3 +141,34 @@ def test_declared_masks_skip_the_search_and_a_retrained_weight_refreshes_the_cac
     assert not torch.allclose(first, second)
     assert torch.allclose(second, ref(ids).logits, rtol=1e-10, atol=1e-10)
     assert gl.gated_state(gated).declared_tail is None  # restored on exit
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen3"])
+@pytest.mark.parametrize("kind", ["packed", "declared"])
+def test_half_precision_decoding_adds_each_members_float32_delta_once_rounded(arch, kind):
+    """A bf16 model on the CPU: the adapters compute in float32 (one block-diagonal B per group) and each projection
+    adds its delta rounded once to bf16, as the formula does with the same rounding (equal within a few bf16 ulps of
+    the adapters' effect: the float32 sums run in another order)."""
+    base, gated, _ = _pair(arch, "sdpa")
+    base, gated = base.to(torch.bfloat16), gated.to(torch.bfloat16)
+    for layer in (m for m in gated.modules() if isinstance(m, gl.GatedLoRALinear)):
+        layer.lora_A.data, layer.lora_B.data = layer.lora_A.data.float(), layer.lora_B.data.float()
+    ref = _reference(base, gated)
+    for layer in (m for m in ref.modules() if isinstance(m, _Formula)):
+        layer.forward = _rounded_formula(layer)
+    ids, tail = _inputs(base.config.vocab_size, gl.gated_state(gated).mask_token_id, kind)
+    with torch.no_grad():
+        with gl.trailing_masks(gated, tail) if tail is not None else torch.no_grad():
+            got = gated(ids).logits.float()
+        want, plain = ref(ids).logits.float(), base(ids).logits.float()
+    is_mask = ids == gl.gated_state(gated).mask_token_id
+    if tail is not None:  # trailing masks: the real positions are the base model's, bitwise
+        assert torch.equal(got[~is_mask], plain[~is_mask])
+    assert (got - want).abs().max() <= 0.02 * (want[is_mask] - plain[is_mask]).abs().max()
+
+
+def _rounded_formula(layer):
+    def forward(x):
+        delta = (x.float() @ layer.lora_A.T.float() @ (layer.scale * layer.lora_B.T.float())).to(x.dtype)
+        return layer.base(x) + layer.is_mask[0][..., None].to(x.dtype) * delta
+    return forward
