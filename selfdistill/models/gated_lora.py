@@ -226,7 +226,7 @@ class SharedInput:
             if a.dtype == x.dtype:
                 h = nn.functional.linear(rows, a)
             else:  # weights_t is the block-diagonal [G * r, sum of outs]
-                h, weights_t = (rows.to(a.dtype) @ a.T @ weights_t).to(x.dtype), DELTAS
+                h, weights_t = (nn.functional.linear(rows.to(a.dtype), a) @ weights_t).to(x.dtype), DELTAS
         shared[id(self)] = (x, h, weights_t)
         return h, weights_t
 
