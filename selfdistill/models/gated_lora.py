@@ -90,7 +90,7 @@ class Gate(NamedTuple):
             tail = out[:, out.shape[1] - self.tail:]
             if h.dtype == out.dtype:
                 tail.baddbmm_(h, weight_t.expand(h.shape[0], -1, -1))
-            else:  # an output in another dtype than the input's (autocast)
+            else:  # float32 adapter math in a half-precision model (see SharedInput.frozen)
                 tail.add_(h @ weight_t)
         else:
             out.view(-1, out.shape[-1]).index_add_(0, self.rows, (h @ weight_t).to(out.dtype))
@@ -183,34 +183,24 @@ def masks_at(model, slots: torch.Tensor):
         state.declared_slots = saved
 
 
-#: :meth:`SharedInput.low_rank`'s second value when its first holds every member's finished delta.
-DELTAS = "deltas"
-
-
 class SharedInput:
     """The gated projections of one module that read one input: one gather of its mask rows and one matmul by their
     stacked ``A`` (``[G * r, in]``), cached per forward and keyed by the input tensor itself.
 
     With grad (training) the stack is a ``cat`` of the members' ``lora_A`` (float32 masters) on every call. Without
-    grad (decoding) the stacked ``A`` and each member's ``scale * B^T`` are kept in the compute dtype and device and
-    rebuilt only when a weight changes (its version counter), so a pass pays no cast, transpose or scale. Where the
-    adapters compute in float32 inside a half-precision model (:func:`adapter_compute_dtype`), the members' ``B``
-    are one block-diagonal matrix too: the group's deltas come from one more matmul and one cast back, and each
-    member adds its columns (one op), instead of a matmul, copy and mixed-dtype add per member."""
+    grad (decoding) the stacked ``A`` and each member's ``scale * B^T`` are kept in the input's dtype and device
+    and rebuilt only when a weight changes (its version counter), so a pass pays no cast, transpose or scale."""
 
     def __init__(self, state: GatedLoRAState, members: list[GatedLoRALinear]):
         self._state, self.members = [state], members
         self._frozen: tuple | None = None
-        outs = 0
         for i, m in enumerate(members):
             m._group, m._index = self, i
             m._cols = slice(i * m.lora_A.shape[0], (i + 1) * m.lora_A.shape[0])
-            m._out_cols, outs = slice(outs, outs + m.lora_B.shape[0]), outs + m.lora_B.shape[0]
 
-    def low_rank(self, x: torch.Tensor, gate: Gate) -> tuple[torch.Tensor, list | str | None]:
+    def low_rank(self, x: torch.Tensor, gate: Gate) -> tuple[torch.Tensor, list | None]:
         """``(h, weights_t)``: ``h = take(x) @ A_stack^T`` (``[..., G * r]``), and without grad the members' cached
-        ``scale * B^T`` (with grad ``None``); or, for float32 adapters in a half-precision model,
-        ``(deltas, DELTAS)``: every member's ``scale * B A x`` side by side (``[..., sum of outs]``), ``x``'s dtype."""
+        ``scale * B^T`` (else ``None``)."""
         shared = self._state[0].shared
         hit = shared.get(id(self))
         if hit is not None and hit[0] is x:
@@ -223,16 +213,13 @@ class SharedInput:
         else:
             a, weights_t = self.frozen(x)
             rows = gate.take(x)
-            if a.dtype == x.dtype:
-                h = nn.functional.linear(rows, a)
-            else:  # weights_t is the block-diagonal [G * r, sum of outs]
-                h, weights_t = (nn.functional.linear(rows.to(a.dtype), a) @ weights_t).to(x.dtype), DELTAS
+            h = nn.functional.linear(rows if rows.dtype == a.dtype else rows.to(a.dtype), a)
         shared[id(self)] = (x, h, weights_t)
         return h, weights_t
 
-    def frozen(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor] | torch.Tensor]:
+    def frozen(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """The stacked ``A`` and the members' ``scale * B^T`` in :func:`adapter_compute_dtype` on ``x``'s device
-        (cached); the ``B^T`` as one block-diagonal matrix where that dtype is not ``x``'s."""
+        (cached)."""
         params = [p for m in self.members for p in (m.lora_A, m.lora_B)]
         key = (x.dtype, x.device, tuple((p._version, p.data_ptr()) for p in params))
         if self._frozen is None or self._frozen[0] != key:
@@ -240,8 +227,6 @@ class SharedInput:
             with torch.no_grad():
                 a = torch.cat([m.lora_A for m in self.members]).to(dtype)
                 weights_t = [(m.lora_B.T * m.scale).to(dtype).contiguous() for m in self.members]
-                if dtype != x.dtype:
-                    weights_t = torch.block_diag(*weights_t)
             self._frozen = (key, a, weights_t)
         return self._frozen[1], self._frozen[2]
 
@@ -270,8 +255,6 @@ class GatedLoRALinear(nn.Module):
         if gate.shape != x.shape[:-1]:
             raise RuntimeError(f"gated LoRA: gate {tuple(gate.shape)} does not match input {tuple(x.shape)}")
         h, weights_t = self._group.low_rank(x, gate)
-        if weights_t is DELTAS:  # the group's deltas, finished and in out's dtype
-            return gate.add(out, h[..., self._out_cols])
         h = h[..., self._cols]
         if weights_t is None:  # autograd through A and B (float32 masters)
             delta = nn.functional.linear(h, self.lora_B)

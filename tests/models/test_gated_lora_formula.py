@@ -146,9 +146,9 @@ def test_declared_masks_skip_the_search_and_a_retrained_weight_refreshes_the_cac
 @pytest.mark.parametrize("arch", ["llama", "qwen3"])
 @pytest.mark.parametrize("kind", ["packed", "declared"])
 def test_half_precision_decoding_adds_each_members_float32_delta_once_rounded(arch, kind):
-    """A bf16 model on the CPU: the adapters compute in float32 (one block-diagonal B per group) and each projection
-    adds its delta rounded once to bf16, as the formula does with the same rounding (equal within a few bf16 ulps of
-    the adapters' effect: the float32 sums run in another order)."""
+    """A bf16 model on the CPU, decoding: the adapters compute in float32 (``adapter_compute_dtype``) and each
+    projection adds its delta to its bf16 output; the formula rounds its float32 delta to bf16 first, so the two
+    agree within a few bf16 ulps of the adapters' effect, and the adapters act."""
     base, gated, _ = _pair(arch, "sdpa")
     base, gated = base.to(torch.bfloat16), gated.to(torch.bfloat16)
     for layer in (m for m in gated.modules() if isinstance(m, gl.GatedLoRALinear)):
