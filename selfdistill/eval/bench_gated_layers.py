@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import importlib.util
 import statistics
 import subprocess
@@ -81,48 +82,46 @@ def parse_args(argv=None) -> argparse.Namespace:
 def time_passes(models: dict, shapes: dict, *, context: int, repeats: int) -> dict[str, list[float]]:
     """``{"<layers> <shape>": [seconds]}``: each model's pass of each shape over a warm ``context``-token cache,
     interleaved round by round (the first round warms up and is dropped)."""
-    ctx = torch.randint(0, 1000, (1, context), generator=torch.Generator().manual_seed(0))
-    caches, times = {}, {}
-    for name, (model, _) in models.items():
-        caches[name] = DynamicCache(config=model.config)
-        model(input_ids=ctx, cache=caches[name], use_cache=True, logits_to_keep=torch.tensor([0]))
+    caches, times = {name: warm_cache(model, context) for name, (model, _) in models.items()}, {}
     for rep in range(repeats + 1):
         for name, (model, _) in models.items():
             for shape, (ids, tail) in shapes.items():
-                declared = gl.trailing_masks(model, tail) if name == "after" else contextlib.nullcontext()
-                ids_t, pos = torch.tensor([ids]), torch.arange(context, context + len(ids))[None]
                 start = time.perf_counter()
-                with declared:
-                    model(input_ids=ids_t, position_ids=pos, cache=caches[name], use_cache=True,
-                          logits_to_keep=torch.arange(len(ids)))
+                one_pass(model, caches[name], ids, context=context, tail=tail if name == "after" else None)
                 seconds = time.perf_counter() - start
-                caches[name].crop(-len(ids))
                 if rep:
                     times.setdefault(f"{name} {shape}", []).append(seconds)
     return times
+
+
+def warm_cache(model, context: int) -> DynamicCache:
+    """A cache holding a fixed random ``context``-token prefix."""
+    ctx = torch.randint(0, 1000, (1, context), generator=torch.Generator().manual_seed(0))
+    cache = DynamicCache(config=model.config)
+    model(input_ids=ctx, cache=cache, use_cache=True, logits_to_keep=torch.tensor([0]))
+    return cache
+
+
+def one_pass(model, cache, ids: list[int], *, context: int, tail: int | None) -> None:
+    """One decoder-shaped pass of ``ids`` over ``cache`` (cut back afterwards); ``tail``: the trailing masks declared
+    to today's layers (``None``: nothing declared, as the earlier layers have no such call)."""
+    ids_t, pos = torch.tensor([ids]), torch.arange(context, context + len(ids))[None]
+    with gl.trailing_masks(model, tail) if tail is not None else contextlib.nullcontext():
+        model(input_ids=ids_t, position_ids=pos, cache=cache, use_cache=True, logits_to_keep=torch.arange(len(ids)))
+    cache.crop(-len(ids))
 
 
 def profile_passes(model, shapes: dict, timed_ms: dict, *, context: int, repeats: int) -> dict:
     """Today's layers' all-real and masked passes (the last two ``shapes``) under the profiler: per op, calls and
     self ms per pass in each, sorted by what the masks add; and per shape, the timed median against the ops' summed
     self time (the rest is Python, hooks and the profiler's own cost). Prints the top of the table."""
-    ctx = torch.randint(0, 1000, (1, context), generator=torch.Generator().manual_seed(0))
-    cache = DynamicCache(config=model.config)
-    model(input_ids=ctx, cache=cache, use_cache=True, logits_to_keep=torch.tensor([0]))
-    tables = {}
+    cache, tables = warm_cache(model, context), {}
     for shape in list(shapes)[-2:]:
         ids, tail = shapes[shape]
-        ids_t, pos = torch.tensor([ids]), torch.arange(context, context + len(ids))[None]
-
-        def one_pass():
-            with gl.trailing_masks(model, tail):
-                model(input_ids=ids_t, position_ids=pos, cache=cache, use_cache=True,
-                      logits_to_keep=torch.arange(len(ids)))
-            cache.crop(-len(ids))
-
-        one_pass()
-        tables[shape] = op_times(one_pass, repeats=repeats)
-    (real, real_ops), (masked, masked_ops) = tables.items()
+        run = functools.partial(one_pass, model, cache, ids, context=context, tail=tail)
+        run()
+        tables[shape] = op_times(run, repeats=repeats)
+    real_ops, masked_ops = tables.values()
     zero = OpTime(0.0, 0.0)
     names = sorted(set(real_ops) | set(masked_ops),
                    key=lambda n: real_ops.get(n, zero).self_us - masked_ops.get(n, zero).self_us)
